@@ -1,0 +1,168 @@
+"""The one table of configuration parameters.
+
+Every parameter postpy reads is declared here once, with its type, default
+and a one-line description.  ``postconf -d`` prints this table, the main.cf
+reader validates against it, and daemons read values through
+:class:`postpy.config.maincf.Config`, which converts them with the type
+declared here.  Defaults may refer to other parameters with ``$name``; they
+are expanded when read, exactly like values from main.cf.
+
+Types:
+  str    free text (after ``$name`` expansion)
+  int    a decimal integer, optionally bounded by ``min``/``max``
+  bool   ``yes`` or ``no``
+  time   a number with an optional unit s, m, h, d, w (default unit: s)
+  list   comma- and/or whitespace-separated words
+  size   bytes, a plain integer
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    default: str
+    description: str
+    min: int | None = None
+    max: int | None = None
+
+
+_P = Param
+
+PARAMS: tuple[Param, ...] = (
+    # --- identity and paths ------------------------------------------------
+    _P("config_directory", "str", "/etc/postpy", "Directory with main.cf and master.cf (set at load time)."),
+    _P("queue_directory", "str", "/var/spool/postpy", "Root of the mail queue."),
+    _P("daemon_directory", "str", "", "Directory with the programs master starts (empty: the installed libexec)."),
+    _P("data_directory", "str", "$queue_directory/data", "Directory for writable non-queue data."),
+    _P("mail_owner", "str", "postpy", "Unprivileged user that owns the queue and runs the daemons."),
+    _P("setgid_group", "str", "postdrop", "Group of the local submission directory."),
+    _P("default_privs", "str", "nobody", "User for deliveries to commands and files from aliases."),
+    _P("mail_name", "str", "postpy", "The mail system name in greetings and bounces."),
+    _P("mail_version", "str", "0.1.0", "The postpy version."),
+    _P("myhostname", "str", "", "Fully qualified host name of this system (empty: from the system)."),
+    _P("mydomain", "str", "", "Domain of this system (empty: myhostname less its first label)."),
+    _P("myorigin", "str", "$myhostname", "Domain appended to unqualified addresses of local mail."),
+    _P("mydestination", "list", "$myhostname, localhost.$mydomain, localhost", "Domains delivered on this host."),
+    _P("mynetworks", "list", "127.0.0.0/8 [::1]/128", "Trusted client networks (CIDR)."),
+    _P("relay_domains", "list", "", "Domains this system relays mail to."),
+    _P("relayhost", "str", "", "Next-hop for non-local mail (empty: direct delivery by MX)."),
+    _P("inet_interfaces", "list", "all", "Network addresses the SMTP server listens on."),
+    _P("inet_protocols", "list", "all", "Address families used: ipv4, ipv6, all."),
+    _P("syslog_name", "str", "postpy", "Prefix of the log tag (postpy/smtpd)."),
+    _P("syslog_facility", "str", "mail", "Syslog facility."),
+    _P("maillog_file", "str", "", "Log file instead of syslog (empty: syslog)."),
+    _P("debug_peer_level", "int", "2", "Extra logging level for debug peers.", 1),
+    # --- master and daemons ------------------------------------------------
+    _P("process_limit", "int", "100", "Default maxproc for master.cf services.", 1),
+    _P("max_idle", "time", "100s", "Seconds a daemon waits for work before it exits.", 1),
+    _P("max_use", "int", "100", "Connections a daemon serves before it exits.", 1),
+    _P("service_throttle_time", "time", "60s", "Pause before restarting a service that died at once.", 0),
+    _P("daemon_timeout", "time", "18000s", "How long a daemon may take to handle one request.", 1),
+    _P("ipc_timeout", "time", "3600s", "Time limit for one exchange between daemons.", 1),
+    _P("ipc_max_frame", "size", "1048576", "Largest ipc frame accepted, in bytes.", 1024),
+    _P("import_environment", "list", "MAIL_CONFIG TZ LANG=C", "Environment passed to daemons."),
+    _P("queue_minfree", "size", "0", "Free bytes the queue file system must keep (0: only the message).", 0),
+    # --- queue manager -----------------------------------------------------
+    _P("qmgr_message_active_limit", "int", "20000", "Messages in the active queue at most.", 1),
+    _P("qmgr_message_recipient_limit", "int", "20000", "Recipients in memory at most.", 1),
+    _P("default_destination_concurrency_limit", "int", "20", "Parallel deliveries to one destination.", 1),
+    _P("local_destination_concurrency_limit", "int", "2", "Parallel deliveries to one local recipient.", 1),
+    _P("smtp_destination_concurrency_limit", "int", "$default_destination_concurrency_limit", "Parallel SMTP deliveries to one domain.", 1),
+    _P("default_process_limit", "int", "$process_limit", "Delivery agent processes at most.", 1),
+    _P("minimal_backoff_time", "time", "300s", "Least time a deferred message waits before retry.", 1),
+    _P("maximal_backoff_time", "time", "4000s", "Most time a deferred message waits before retry.", 1),
+    _P("queue_run_delay", "time", "300s", "Interval between scans of the deferred queue.", 1),
+    _P("maximal_queue_lifetime", "time", "5d", "Age at which an undeliverable message is returned.", 0),
+    _P("bounce_queue_lifetime", "time", "5d", "Age at which an undeliverable bounce is dropped.", 0),
+    _P("delay_warning_time", "time", "0h", "Age at which the sender is told of a delay (0: never).", 0),
+    _P("transport_maps", "list", "", "Tables mapping recipients to transport:nexthop."),
+    _P("default_transport", "str", "smtp", "Transport for non-local mail."),
+    _P("local_transport", "str", "local:$myhostname", "Transport for mydestination mail."),
+    # --- receiving ---------------------------------------------------------
+    _P("smtpd_banner", "str", "$myhostname ESMTP $mail_name", "Text of the SMTP greeting after 220."),
+    _P("message_size_limit", "size", "10240000", "Largest message accepted, in bytes (0: no limit).", 0),
+    _P("header_size_limit", "size", "102400", "Largest header (with continuations) in bytes.", 1),
+    _P("header_count_limit", "int", "1000", "Most headers in one message.", 1),
+    _P("line_length_limit", "size", "2048", "Longest text line stored as one piece.", 1),
+    _P("hopcount_limit", "int", "50", "Most Received: headers before mail is bounced as a loop.", 1),
+    _P("smtpd_recipient_limit", "int", "1000", "Recipients accepted in one transaction.", 1),
+    _P("smtpd_timeout", "time", "300s", "Time limit to read a client command or data.", 1),
+    _P("smtpd_hard_error_limit", "int", "20", "Errors after which a client is disconnected.", 1),
+    _P("smtpd_soft_error_limit", "int", "10", "Errors after which replies to a client are delayed.", 1),
+    _P("smtpd_error_sleep_time", "time", "1s", "Delay per reply beyond the soft error limit.", 0),
+    _P("smtpd_client_connection_count_limit", "int", "50", "Simultaneous connections from one client (0: no limit).", 0),
+    _P("smtpd_command_line_limit", "size", "2048", "Longest SMTP command line accepted.", 512),
+    _P("smtpd_relay_restrictions", "list", "permit_mynetworks, reject_unauth_destination", "Relay control at RCPT."),
+    _P("smtpd_recipient_restrictions", "list", "", "Further restrictions at RCPT."),
+    _P("smtpd_forbid_bare_newline", "str", "normalize", "Bare LF/CR in SMTP: normalize, reject or no."),
+    _P("smtpd_forbid_bare_newline_exclusions", "list", "$mynetworks", "Clients exempt from bare newline rejection."),
+    _P("disable_vrfy_command", "bool", "yes", "Refuse the VRFY command."),
+    _P("smtpd_tls_cert_file", "str", "", "Server certificate file (PEM)."),
+    _P("smtpd_tls_key_file", "str", "$smtpd_tls_cert_file", "Server private key file (PEM)."),
+    _P("smtpd_tls_security_level", "str", "", "Server TLS: none, may or encrypt."),
+    _P("smtpd_tls_protocols", "str", ">=TLSv1.2", "Least TLS protocol the server accepts."),
+    _P("local_recipient_maps", "list", "unix:passwd.byname $alias_maps", "Tables of valid local recipients."),
+    _P("smtputf8_enable", "bool", "yes", "Accept SMTPUTF8 mail."),
+    _P("allow_untrusted_routing", "bool", "no", "Accept sender-specified routing from outside mynetworks."),
+    _P("local_header_rewrite_clients", "list", "permit_mynetworks", "Clients whose mail gets missing headers added."),
+    _P("always_add_missing_headers", "bool", "no", "Add Message-ID/Date/From to mail from anyone."),
+    # --- local delivery ----------------------------------------------------
+    _P("alias_maps", "list", "lmdb:/etc/aliases", "Alias tables used by local delivery."),
+    _P("alias_database", "list", "lmdb:/etc/aliases", "Alias tables rebuilt by newaliases."),
+    _P("forward_path", "list", "$home/.forward${recipient_delimiter}${extension}, $home/.forward", "Where .forward files are looked for."),
+    _P("home_mailbox", "str", "", "Mailbox under the home directory; a trailing / means Maildir."),
+    _P("mail_spool_directory", "str", "/var/mail", "Directory of mbox mailboxes."),
+    _P("mailbox_command", "str", "", "External command that delivers to the mailbox."),
+    _P("mailbox_size_limit", "size", "51200000", "Largest mailbox or maildir message file (0: no limit).", 0),
+    _P("message_size_limit_local", "size", "0", "Unused; kept for postconf compatibility.", 0),
+    _P("recipient_delimiter", "str", "", "Separator of user and extension (user+ext)."),
+    _P("command_time_limit", "time", "1000s", "Time limit for delivery to a command.", 1),
+    _P("allow_mail_to_commands", "list", "alias, forward", "Where |command destinations are allowed."),
+    _P("allow_mail_to_files", "list", "alias, forward", "Where /file destinations are allowed."),
+    _P("prepend_delivered_header", "list", "command, file, forward", "Deliveries that get Delivered-To:."),
+    _P("owner_request_special", "bool", "yes", "Treat owner-X and X-request aliases specially."),
+    _P("duplicate_filter_limit", "int", "1000", "Addresses remembered for duplicate elimination.", 0),
+    _P("biff", "bool", "no", "Notify the comsat service of new mail."),
+    # --- bounces -----------------------------------------------------------
+    _P("bounce_notice_recipient", "str", "postmaster", "Recipient of bounce notices to the postmaster."),
+    _P("2bounce_notice_recipient", "str", "postmaster", "Recipient of undeliverable bounces."),
+    _P("notify_classes", "list", "resource, software", "Problems reported to the postmaster."),
+    _P("bounce_size_limit", "size", "50000", "Most original content returned in a bounce.", 0),
+    _P("empty_address_recipient", "str", "MAILER-DAEMON", "Name shown for the null sender."),
+    # --- outbound SMTP -----------------------------------------------------
+    _P("smtp_connect_timeout", "time", "30s", "Time limit to connect to an SMTP server.", 1),
+    _P("smtp_helo_timeout", "time", "300s", "Time limit for the greeting and EHLO.", 1),
+    _P("smtp_mail_timeout", "time", "300s", "Time limit for MAIL FROM.", 1),
+    _P("smtp_rcpt_timeout", "time", "300s", "Time limit for RCPT TO.", 1),
+    _P("smtp_data_init_timeout", "time", "120s", "Time limit for DATA.", 1),
+    _P("smtp_data_xfer_timeout", "time", "180s", "Time limit for sending content.", 1),
+    _P("smtp_data_done_timeout", "time", "600s", "Time limit for the reply to the final dot.", 1),
+    _P("smtp_quit_timeout", "time", "300s", "Time limit for QUIT.", 1),
+    _P("smtp_helo_name", "str", "$myhostname", "Name sent in EHLO/HELO."),
+    _P("smtp_tls_security_level", "str", "may", "Client TLS: none, may, encrypt, verify."),
+    _P("smtp_tls_CAfile", "str", "", "CA certificates for verifying servers."),
+    _P("smtp_bind_address", "str", "", "Local address for outbound connections."),
+    _P("dns_resolver_address", "str", "", "DNS server address[:port] (empty: the system resolver)."),
+    _P("smtp_host_lookup", "list", "dns", "How hosts are looked up: dns, native."),
+    # --- submission --------------------------------------------------------
+    _P("authorized_submit_users", "list", "static:anyone", "Users allowed to submit with sendmail."),
+    _P("authorized_mailq_users", "list", "static:anyone", "Users allowed to list the queue."),
+    _P("authorized_flush_users", "list", "static:anyone", "Users allowed to flush the queue."),
+    _P("sendmail_path", "str", "/usr/sbin/sendmail", "Path of the sendmail command."),
+    _P("newaliases_path", "str", "/usr/bin/newaliases", "Path of the newaliases command."),
+    _P("mailq_path", "str", "/usr/bin/mailq", "Path of the mailq command."),
+    _P("default_database_type", "str", "lmdb", "Table type when none is given."),
+    _P("smtpd_sasl_auth_enable", "bool", "no", "Offer SMTP AUTH."),
+    _P("smtpd_tls_auth_only", "bool", "yes", "Offer AUTH only over TLS."),
+    _P("smtpd_tls_wrappermode", "bool", "no", "Implicit TLS (port 465)."),
+)
+
+BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
+
+# Parameters that are set by the reader, not by main.cf.
+READ_ONLY = frozenset({"config_directory"})

@@ -1,0 +1,109 @@
+"""Logging in Postfix's line shape.
+
+Every program logs through this module, one line per event::
+
+    Nov 28 19:20:01 host postpy/smtpd[1234]: 4Xk2...: client=localhost[127.0.0.1]
+
+The tag is ``$syslog_name/<program>``.  Lines go to syslog (facility from
+``syslog_facility``) or, when ``maillog_file`` is set, are appended to that
+file with O_APPEND (one write per line, so lines from many processes never
+interleave).  Commands also echo warnings and errors to stderr as
+``program: warning: text``, as Postfix's commands do.
+
+Call :func:`setup` once at start; then :func:`info`, :func:`warning`,
+:func:`error`, :func:`fatal` (logs and exits 1: for broken invariants, so
+master restarts the daemon) and :func:`panic`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from typing import NoReturn
+
+_state: dict[str, object] = {
+    "tag": "postpy", "fd": None, "syslog": False, "stderr": False, "host": "localhost",
+}
+
+
+def setup(program: str, *, syslog_name: str = "postpy", maillog_file: str = "",
+          facility: str = "mail", hostname: str = "", stderr: bool = False) -> None:
+    """Choose where lines go.  ``stderr`` echoes warnings and worse (commands)."""
+    _state["tag"] = f"{syslog_name}/{program}" if "/" not in program else program
+    _state["stderr"] = stderr
+    _state["host"] = (hostname or socket.gethostname()).split(".")[0]
+    old = _state["fd"]
+    if isinstance(old, int):
+        os.close(old)
+    _state["fd"] = None
+    _state["syslog"] = False
+    if maillog_file:
+        if maillog_file == "/dev/stdout":
+            _state["fd"] = os.dup(1)
+        elif maillog_file == "/dev/stderr":
+            _state["fd"] = os.dup(2)
+        else:
+            try:
+                _state["fd"] = os.open(maillog_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                sys.stderr.write(f"{_state['tag']}: warning: open {maillog_file}: {exc.strerror}\n")
+    else:
+        import syslog
+
+        fac = getattr(syslog, f"LOG_{facility.upper()}", syslog.LOG_MAIL)
+        syslog.openlog(str(_state["tag"]), syslog.LOG_PID | syslog.LOG_NDELAY, fac)
+        _state["syslog"] = True
+
+
+def setup_from_config(program: str, cfg: object, *, stderr: bool = False) -> None:
+    """:func:`setup` with values from a :class:`postpy.config.maincf.Config`."""
+    get = cfg.get  # type: ignore[attr-defined]
+    setup(program, syslog_name=get("syslog_name"), maillog_file=get("maillog_file"),
+          facility=get("syslog_facility"), hostname=get("myhostname"), stderr=stderr)
+
+
+def _emit(priority: int, text: str, echo: bool) -> None:
+    text = text.replace("\n", " ").replace("\r", " ")
+    fd = _state["fd"]
+    if isinstance(fd, int):
+        stamp = time.strftime("%b %e %H:%M:%S")
+        line = f"{stamp} {_state['host']} {_state['tag']}[{os.getpid()}]: {text}\n"
+        try:
+            os.write(fd, line.encode("utf-8", "backslashreplace"))
+        except OSError:
+            pass
+    elif _state["syslog"]:
+        import syslog
+
+        syslog.syslog(priority, text)
+    if echo and _state["stderr"]:
+        prog = str(_state["tag"]).rsplit("/", 1)[-1]
+        try:
+            sys.stderr.write(f"{prog}: {text}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def info(text: str) -> None:
+    _emit(6, text, False)
+
+
+def warning(text: str) -> None:
+    _emit(4, f"warning: {text}", True)
+
+
+def error(text: str) -> None:
+    _emit(3, f"error: {text}", True)
+
+
+def fatal(text: str, status: int = 1) -> NoReturn:
+    _emit(2, f"fatal: {text}", True)
+    sys.exit(status)
+
+
+def panic(text: str) -> NoReturn:
+    _emit(0, f"panic: {text}", True)
+    os._exit(2)
