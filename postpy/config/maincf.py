@@ -92,7 +92,7 @@ _REF = re.compile(r"\$(?:\$|\{([A-Za-z0-9_]+)(?:([?:])([^}]*))?\}|\(([A-Za-z0-9_
 
 def parse_time(value: str, name: str = "value") -> float:
     """``300s``, ``5m``, ``2h``, ``5d``, ``1w`` or a bare number of seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", value)
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)\s*", value)
     if not m:
         raise ConfigError(f"bad time value for parameter {name}: {value!r}")
     return float(m.group(1)) * _TIME_UNITS.get(m.group(2) or "s", 1)
@@ -204,10 +204,9 @@ class Config:
 
     def get_int(self, name: str) -> int:
         value = self.get(name).strip()
-        try:
-            return self._checked_int(name, int(value))
-        except ValueError:
-            raise ConfigError(f"bad numerical configuration: {name} = {value}") from None
+        if not re.fullmatch(r"[+-]?[0-9]+", value):     # int() would take "1_000" and non-ASCII digits
+            raise ConfigError(f"bad numerical configuration: {name} = {value}")
+        return self._checked_int(name, int(value))
 
     get_size = get_int
 

@@ -21,11 +21,16 @@ Each logical line (continuations as in main.cf) has eight fields::
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 
 from postpy.config.maincf import ConfigError, logical_lines
 
 SERVICE_TYPES = ("inet", "unix", "fifo")
+
+
+def _bad_port(name: str) -> str:
+    return f"service {name}: port must be a number from 1 to 65535 or a service name"
 
 
 @dataclass(frozen=True)
@@ -51,9 +56,16 @@ class Service:
         """(host, port) for an inet service; host '' means all addresses."""
         host, sep, port = self.name.rpartition(":")
         host = host.strip("[]") if sep else ""
-        if not port.isdigit():
-            raise ConfigError(f"master.cf, line {self.line}: service {self.name}: port must be numeric")
-        return host, int(port)
+        if port.isdigit():
+            number = int(port)
+        else:
+            try:                       # Postfix's own master.cf says "smtp inet ..."
+                number = socket.getservbyname(port, "tcp")
+            except OSError:
+                number = 0
+        if not 0 < number < 65536:
+            raise ConfigError(f"master.cf, line {self.line}: {_bad_port(self.name)}")
+        return host, number
 
     def socket_path(self, queue_directory: str) -> str:
         """Path of a unix service's socket."""
@@ -130,7 +142,10 @@ def parse_master_cf(text: str, path: str = "master.cf") -> MasterConfig:
         if service.key in seen:
             raise ConfigError(f"{where}: duplicate service {service.key}")
         if service.type == "inet":
-            service.inet_address()
+            try:
+                service.inet_address()
+            except ConfigError:            # name this file, not "master.cf"
+                raise ConfigError(f"{where}: {_bad_port(name)}") from None
         seen.add(service.key)
         result.services.append(service)
     return result

@@ -127,7 +127,7 @@ def decode(payload: bytes, peer: str = "peer") -> Any:
     """Decode an ``A`` payload into its registered dataclass."""
     try:
         body = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):   # deep nesting: RecursionError
         raise IpcError(f"malformed attributes from {peer}") from None
     if not isinstance(body, dict) or not isinstance(body.get("type"), str):
         raise IpcError(f"message without type from {peer}")

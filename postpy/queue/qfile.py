@@ -47,6 +47,7 @@ Deferred files carry their next retry time as their mtime.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -70,6 +71,10 @@ def escape(text: str) -> bytes:
     return b"".join(b"%%%02X" % b if (b < 0x20 or b in (0x25, 0x7F)) else bytes((b,)) for b in data)
 
 
+_HEX = b"0123456789ABCDEFabcdef"
+_ARRIVAL = re.compile(rb"[0-9]{1,12}(?:\.[0-9]{1,9})?")
+
+
 def unescape(data: bytes) -> str:
     if b"%" not in data:
         return data.decode("utf-8", "surrogateescape")
@@ -78,10 +83,10 @@ def unescape(data: bytes) -> str:
     while i < len(data):
         b = data[i]
         if b == 0x25:
-            try:
-                out.append(int(data[i + 1:i + 3], 16))
-            except ValueError:
-                raise CorruptQueueFile("bad escape in record") from None
+            digits = data[i + 1:i + 3]
+            if len(digits) != 2 or not all(c in _HEX for c in digits):
+                raise CorruptQueueFile("bad escape in record")
+            out.append(int(digits, 16))
             i += 3
         else:
             out.append(b)
@@ -241,10 +246,9 @@ def _parse(data: bytes, queue_id: str, *, envelope_only: bool, file_size: int) -
         rec_offset = pos
         pos = nl + 1
         if kind == b"T":
-            try:
-                env.arrival = float(payload)
-            except ValueError:
-                raise CorruptQueueFile("bad arrival time record") from None
+            if not _ARRIVAL.fullmatch(payload):     # float() would take "nan", "inf", "1_0"
+                raise CorruptQueueFile("bad arrival time record")
+            env.arrival = float(payload)
             seen_time = True
         elif kind == b"S":
             env.sender = unescape(payload)
@@ -305,6 +309,12 @@ def _parse_log(data: bytes, nrecipients: int) -> list[LogEntry]:
     return entries
 
 
+def _has_length_record(head: bytes) -> bool:
+    """True when ``head`` holds the whole ``M`` record (it may straddle a read)."""
+    at = head.find(b"\nM")
+    return at >= 0 and head.find(b"\n", at + 1) >= 0
+
+
 def read_envelope(path: str) -> Envelope:
     """Read and check everything but the content bytes.
 
@@ -315,7 +325,7 @@ def read_envelope(path: str) -> Envelope:
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         head = fh.read(65536)
-        while b"\nM" not in head and len(head) < min(size, ENVELOPE_LIMIT):
+        while not _has_length_record(head) and len(head) < min(size, ENVELOPE_LIMIT):
             more = fh.read(len(head))
             if not more:
                 break

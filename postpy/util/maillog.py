@@ -36,7 +36,10 @@ def setup(program: str, *, syslog_name: str = "postpy", maillog_file: str = "",
     _state["host"] = (hostname or socket.gethostname()).split(".")[0]
     old = _state["fd"]
     if isinstance(old, int):
-        os.close(old)
+        try:
+            os.close(old)
+        except OSError:   # already closed (e.g. by daemonizing)
+            pass
     _state["fd"] = None
     _state["syslog"] = False
     if maillog_file:
@@ -55,6 +58,12 @@ def setup(program: str, *, syslog_name: str = "postpy", maillog_file: str = "",
         fac = getattr(syslog, f"LOG_{facility.upper()}", syslog.LOG_MAIL)
         syslog.openlog(str(_state["tag"]), syslog.LOG_PID | syslog.LOG_NDELAY, fac)
         _state["syslog"] = True
+
+
+def forget() -> None:
+    """Drop the log descriptor without closing it (daemonizing closed it already,
+    and its number may since belong to another file)."""
+    _state["fd"] = None
 
 
 def setup_from_config(program: str, cfg: object, *, stderr: bool = False) -> None:

@@ -1,0 +1,231 @@
+"""cleanup: one client conversation, from CleanupHello to CleanupResult.
+
+The conversation (see :mod:`postpy.ipc.messages`)::
+
+    cleanup -> client   CleanupHello(queue_id)
+    client  -> cleanup  CleanupEnvelope(sender, recipients, attrs)
+    client  -> cleanup  D frames (content, LF line ends) ... E frame
+    cleanup -> client   CleanupResult(status, queue_id, reply, size)
+
+The content is never held whole in memory.  The header block is collected
+first (bounded by header_count_limit and header_size_limit), because the
+envelope written at the head of the queue file depends on it (``-t``
+recipients); then the queue file is created in ``incoming/`` (a path
+relative to the queue directory, our working directory) with
+:class:`postpy.queue.qfile.QueueFileWriter`, and the body is written chunk
+by chunk as frames arrive.
+
+Outcomes:
+
+- ``ok`` only after ``finish()`` made the file and its directory entry
+  durable; then qmgr is woken (a lost wake-up only delays the mail).
+- ``perm`` for refusals (size, loop, no recipients, bad addresses); the
+  rest of the content is still read, so the client gets its answer in
+  order, but nothing is written.
+- ``temp`` for any I/O error (``4.3.0 Error: queue file write error``) and
+  for protocol errors in the client; the partial file is removed.
+- A client that disconnects (or times out) before ``E`` gets nothing: the
+  partial file is removed and ``ID: lost connection`` is logged.
+
+A kill -9 at any moment leaves at most a ``.ID.tmp`` file, never a file
+with a final name (see :mod:`postpy.cleanup.service` for their removal).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from postpy.cleanup.envelope import CheckedEnvelope, Refusal, check_envelope
+from postpy.cleanup.headers import HeaderSettings, process_headers
+from postpy.config.maincf import Config
+from postpy.ipc import codec
+from postpy.ipc.messages import CleanupEnvelope, CleanupHello, CleanupResult
+from postpy.ipc.trigger import SCAN, send_trigger
+from postpy.mail.headers import HeaderBlockReader
+from postpy.queue import qfile
+from postpy.queue.layout import INCOMING
+from postpy.queue.qid import new_queue_id
+from postpy.util import maillog
+
+WRITE_ERROR = "4.3.0 Error: queue file write error"
+NO_SPACE = "4.3.1 Insufficient system storage"
+TOO_BIG = "5.3.4 Message size exceeds fixed limit"
+
+
+@dataclass
+class CleanupSettings:
+    headers: HeaderSettings
+    message_size_limit: int = 10240000          # 0: no limit
+    header_size_limit: int = 102400
+    header_count_limit: int = 1000
+    queue_minfree: int = 0
+    max_frame: int = codec.DEFAULT_MAX_FRAME
+    timeout: float = 3600.0
+    incoming: str = INCOMING                     # relative to the queue directory
+    qmgr_trigger: str = "public/qmgr"
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> CleanupSettings:
+        return cls(
+            headers=HeaderSettings(
+                myhostname=cfg.get("myhostname"), myorigin=cfg.get("myorigin"),
+                mail_name=cfg.get("mail_name"), hopcount_limit=cfg.get_int("hopcount_limit")),
+            message_size_limit=cfg.get_size("message_size_limit"),
+            header_size_limit=cfg.get_size("header_size_limit"),
+            header_count_limit=cfg.get_int("header_count_limit"),
+            queue_minfree=cfg.get_size("queue_minfree"),
+            max_frame=cfg.get_size("ipc_max_frame"),
+            timeout=cfg.get_time("ipc_timeout"),
+        )
+
+
+class LostConnection(Exception):
+    """The client went away (or stalled) before the end of the message."""
+
+
+class Session:
+    """One message from one client; :meth:`run` drives it to the end."""
+
+    def __init__(self, sock: socket.socket, settings: CleanupSettings, peer: str = "client") -> None:
+        self.sock = sock
+        self.settings = settings
+        self.peer = peer
+        self.queue_id = new_queue_id()
+        self.arrival = time.time()
+        self.env: CheckedEnvelope | None = None
+        self.sender = ""
+        self.refusal: Refusal | None = None
+        self.reader = HeaderBlockReader(settings.header_size_limit, settings.header_count_limit)
+        self.writer: qfile.QueueFileWriter | None = None
+        self.size = 0                   # content bytes received from the client
+        self._last_byte = b""           # last content byte written (final LF check)
+
+    # -- the conversation -------------------------------------------------
+    def run(self) -> CleanupResult | None:
+        """Serve the conversation; the result sent, or None if the client left."""
+        self.sock.settimeout(self.settings.timeout)
+        try:
+            codec.send(self.sock, CleanupHello(self.queue_id))
+            msg = codec.expect(codec.recv(self.sock, self.peer, self.settings.max_frame),
+                               CleanupEnvelope, self.peer)
+            self.sender = msg.sender
+            self._guard(self._check, msg)
+            self._read_content()
+        except (EOFError, OSError, LostConnection) as exc:
+            self._abort()
+            maillog.info(f"{self.queue_id}: lost connection with {self.peer}: {exc}")
+            return None
+        except codec.IpcError as exc:
+            self._abort()
+            maillog.warning(f"{self.queue_id}: {exc}")
+            return None
+        result = self._complete()
+        try:
+            codec.send(self.sock, result)
+        except OSError as exc:
+            maillog.warning(f"{self.queue_id}: cannot send result to {self.peer}: {exc}")
+        if result.status == "ok":
+            send_trigger(self.settings.qmgr_trigger, SCAN)
+        return result
+
+    def _check(self, msg: CleanupEnvelope) -> None:
+        self.env = check_envelope(msg, self.settings.headers.myorigin)
+        self.sender = self.env.sender
+
+    def _read_content(self) -> None:
+        """Read D frames until E, writing what is not refused."""
+        limit = self.settings.message_size_limit
+        while True:
+            kind, payload = codec.recv_frame(self.sock, self.peer, self.settings.max_frame)
+            if kind == codec.END:
+                return
+            if kind != codec.DATA:
+                raise codec.IpcError(f"expected content from {self.peer}, got frame kind {kind.decode()}")
+            self.size += len(payload)
+            if self.refusal is not None:
+                continue                     # drain the rest, write nothing
+            if limit and self.size > limit:
+                self._set_refusal(Refusal("perm", TOO_BIG))
+                continue
+            if self.writer is None:
+                if self.reader.feed(payload):
+                    self._guard(self._start, False)
+            else:
+                self._guard(self._write, payload)
+
+    def _complete(self) -> CleanupResult:
+        """After E: finish the file durably, or report why not."""
+        if self.refusal is None and self.writer is None:
+            self.reader.close()
+            self._guard(self._start, True)
+        if self.refusal is None:
+            self._guard(self._finish)
+        if self.refusal is not None:
+            return CleanupResult(self.refusal.status, self.queue_id, self.refusal.reply, self.size)
+        return CleanupResult("ok", self.queue_id, f"2.0.0 Ok: queued as {self.queue_id}", self.size)
+
+    # -- the queue file -----------------------------------------------------
+    def _start(self, at_eof: bool) -> None:
+        """The header block is complete: decide, then create the file."""
+        assert self.env is not None
+        env = self.env
+        result = process_headers(self.reader, env, self.queue_id, self.settings.headers,
+                                 self.arrival)
+        for name in self.reader.truncated:
+            maillog.warning(f"{self.queue_id}: header {name} exceeds header_size_limit: truncated")
+        if self.settings.queue_minfree:
+            st = os.statvfs(self.settings.incoming)
+            if st.f_bavail * st.f_frsize < self.settings.queue_minfree:
+                raise Refusal("temp", NO_SPACE)
+        envelope = qfile.Envelope(env.sender, env.recipients, arrival=self.arrival,
+                                  attrs=env.stored)
+        self.writer = qfile.QueueFileWriter(self.settings.incoming, self.queue_id, envelope)
+        maillog.info(f"{self.queue_id}: message-id={result.message_id or '<>'}")
+        body = self.reader.body_start
+        separator = self.reader.separator or body or not at_eof
+        self._write(result.data + (b"\n" if separator else b"") + body)
+
+    def _write(self, data: bytes) -> None:
+        assert self.writer is not None
+        if data:
+            self.writer.write(data)
+            self._last_byte = data[-1:]
+
+    def _finish(self) -> None:
+        assert self.writer is not None
+        if self._last_byte != b"\n":
+            self._write(b"\n")               # every stored line ends with LF
+        self.writer.finish()
+        self.writer = None
+
+    # -- failure paths ------------------------------------------------------------
+    def _guard(self, step: Callable[..., None], *args: Any) -> None:
+        """Run ``step``; a Refusal or an I/O error turns into this message's refusal."""
+        try:
+            step(*args)
+        except Refusal as refusal:
+            self._set_refusal(refusal)
+        except OSError as exc:
+            maillog.warning(f"{self.queue_id}: queue file write error: {exc.strerror or exc}")
+            self._set_refusal(Refusal("temp", WRITE_ERROR))
+
+    def _set_refusal(self, refusal: Refusal) -> None:
+        self._abort()
+        if self.refusal is None:
+            self.refusal = refusal
+            maillog.info(f"{self.queue_id}: reject: {refusal.reply}; from=<{self.sender}>")
+
+    def _abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+
+
+def serve(sock: socket.socket, settings: CleanupSettings, peer: str = "client") -> CleanupResult | None:
+    """Handle one connection to private/cleanup."""
+    return Session(sock, settings, peer).run()

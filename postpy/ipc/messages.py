@@ -1,0 +1,149 @@
+"""Every conversation between postpy programs: one dataclass per message.
+
+Encoded by :mod:`postpy.ipc.codec`.  Each conversation below lists its
+messages in the order they are exchanged; both sides import these classes.
+
+cleanup (``private/cleanup``), client = smtpd, pickup, bounce, local
+------------------------------------------------------------------
+1. cleanup -> client  :class:`CleanupHello`   the new message's queue ID
+2. client  -> cleanup :class:`CleanupEnvelope`
+3. client  -> cleanup ``D`` frames with the content (header and body, LF
+   line ends, dot-stuffing already undone), then one ``E`` frame
+4. cleanup -> client  :class:`CleanupResult`  sent only after the queue
+   file and its directory entry are on disk (or the message was refused)
+
+A client that closes the connection before ``E`` leaves nothing queued.
+
+delivery (``private/local``, ``private/smtp``, ...), client = qmgr
+-------------------------------------------------------------
+Persistent connection; repeat: qmgr sends :class:`DeliveryRequest`, the
+agent answers :class:`DeliveryResult` with one :class:`RecipientResult`
+per recipient.  The agent reads the content from the queue file itself.
+qmgr alone records results in the queue file and decides retry/bounce.
+
+bounce (``private/bounce``), client = qmgr
+------------------------------------------
+:class:`BounceRequest` -> :class:`BounceResult`.  bounce reads the queue
+file (reasons are in its ``L`` records) and submits the notice via cleanup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from postpy.ipc.codec import message
+
+# -- cleanup ------------------------------------------------------------------
+
+
+@message("cleanup_hello")
+@dataclass
+class CleanupHello:
+    queue_id: str
+
+
+@message("rcpt")
+@dataclass
+class Rcpt:
+    address: str
+    orig: str = ""          # original form, when rewriting changed it
+    orcpt: str = ""         # DSN ORCPT, e.g. "rfc822;bob@example.org"
+    notify: str = ""        # DSN NOTIFY: "" | "NEVER" | "SUCCESS,DELAY,FAILURE" subset
+
+
+# Attributes a client may set in CleanupEnvelope.attrs (all strings):
+#   origin       smtpd | pickup | bounce | local  (who submits)
+#   client_name, client_addr, client_port, helo, protocol (SMTP, ESMTP, ESMTPS, ESMTPA, ...)
+#   tls          e.g. "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"
+#   sasl_username, sasl_method
+#   envid        DSN ENVID;  ret  FULL | HDRS
+#   body         7BIT | 8BITMIME | BINARYMIME;  smtputf8  "yes"
+#   uid          submitting uid (pickup, from the kernel)
+#   full_name    sendmail -F
+#   rewrite      "yes": add missing Message-ID/Date/From (local submission, mynetworks)
+#   extract      "yes": take recipients from To/Cc/Bcc (sendmail -t); Bcc is removed
+#   log_prefix   e.g. "uid=1000" for pickup's "from=" log line
+CLEANUP_ATTRS = frozenset({
+    "origin", "client_name", "client_addr", "client_port", "helo", "protocol", "tls",
+    "sasl_username", "sasl_method", "envid", "ret", "body", "smtputf8", "uid",
+    "full_name", "rewrite", "extract", "log_prefix",
+})
+
+
+@message("cleanup_envelope")
+@dataclass
+class CleanupEnvelope:
+    sender: str
+    recipients: list[Rcpt]
+    attrs: dict[str, str] = field(default_factory=dict)
+
+
+@message("cleanup_result")
+@dataclass
+class CleanupResult:
+    status: str             # "ok" | "temp" | "perm"
+    queue_id: str
+    reply: str = ""         # on failure: "X.Y.Z text" for the client's reply
+    size: int = 0
+
+
+# -- delivery -----------------------------------------------------------------
+
+
+@message("delivery_rcpt")
+@dataclass
+class DeliveryRcpt:
+    index: int              # position in the queue file
+    address: str
+    orig: str = ""
+    orcpt: str = ""
+    notify: str = ""
+
+
+@message("delivery_request")
+@dataclass
+class DeliveryRequest:
+    queue_id: str
+    queue_name: str         # the queue the file is in (normally "active")
+    sender: str
+    nexthop: str            # transport's next hop, e.g. "example.org" or "[10.0.0.1]:25"
+    recipients: list[DeliveryRcpt]
+    arrival: float = 0.0
+    transport: str = ""
+
+
+@message("recipient_result")
+@dataclass
+class RecipientResult:
+    index: int
+    status: str             # "sent" | "deferred" | "bounced"
+    dsn: str                # X.Y.Z
+    text: str               # the reason or the remote reply, for logs and DSNs
+    relay: str = ""         # e.g. "mx.example.org[192.0.2.1]:25" or "local"
+
+
+@message("delivery_result")
+@dataclass
+class DeliveryResult:
+    queue_id: str
+    results: list[RecipientResult]
+
+
+# -- bounce -------------------------------------------------------------------
+
+
+@message("bounce_request")
+@dataclass
+class BounceRequest:
+    queue_id: str
+    queue_name: str
+    kind: str               # "failure" | "delay" | "success"
+    indexes: list[int]      # the recipients this notice is about
+
+
+@message("bounce_result")
+@dataclass
+class BounceResult:
+    status: str             # "ok" | "temp"
+    queue_id: str = ""      # of the notice, when one was sent
+    text: str = ""

@@ -1,0 +1,148 @@
+"""pickup: take each file out of maildrop/ and give it to cleanup.
+
+Reads ``maildrop/`` (relative to the queue directory, our working
+directory), writes nothing but ``corrupt/`` (for refused files) and the
+removal of picked-up files.  Runs as mail_owner; every byte of a maildrop
+file is untrusted (threat model: :mod:`postpy.queue.maildrop`).
+
+For each name that does not start with a dot, oldest first:
+
+1. ``lstat`` + ``open(O_NOFOLLOW|O_NONBLOCK)`` + ``fstat``: a regular file
+   with one link, the same inode that was looked at
+   (:func:`postpy.queue.maildrop.open_checked`).  Its owner is the
+   submitter.
+2. Parse it strictly through the descriptor
+   (:func:`postpy.queue.maildrop.read_submission`).
+3. Feed it to cleanup with ``origin=pickup``, ``uid=<owner>``,
+   ``rewrite=yes`` and the whitelisted submission attributes; log
+   ``NEWID: uid=N from=<sender>``.
+4. cleanup said ``ok``: remove the file (a crash before this only
+   duplicates).  ``perm`` (too big, mail loop, no recipients): the mail
+   must not vanish silently, so the file goes to ``corrupt/`` with a
+   warning naming the reason, where the postmaster can inspect it; it is
+   never retried, so a refused message cannot loop.  ``temp``, or cleanup
+   unreachable: the file stays, and the scan stops until the next trigger.
+
+Anything malformed, a symlink, a hard link or a non-regular file goes to
+``corrupt/`` with a warning.  Dot files (submissions still being written)
+are left alone unless they are older than :data:`STALE_TEMP_AGE`: a
+sendmail killed mid-write leaves one behind, and only mail_owner can
+remove it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+from postpy.cleanup.client import CleanupClient, CleanupUnavailable
+from postpy.ipc.messages import Rcpt
+from postpy.queue import layout, maildrop, qfile
+from postpy.util import maillog
+
+STALE_TEMP_AGE = 24 * 3600.0
+
+
+class Outcome(Enum):
+    QUEUED = "queued"
+    REFUSED = "refused"          # moved to corrupt/
+    GONE = "gone"                # vanished meanwhile
+    RETRY = "retry"              # left in place; stop this scan
+
+
+@dataclass
+class PickupSettings:
+    cleanup_socket: str = "private/cleanup"
+    timeout: float = 3600.0
+    max_frame: int = 1024 * 1024
+
+
+class Pickup:
+    def __init__(self, settings: PickupSettings, queue_directory: str = ".") -> None:
+        self.settings = settings
+        self.queue_directory = queue_directory
+        self.directory = os.path.join(queue_directory, maildrop.MAILDROP)
+
+    def scan(self) -> dict[str, Outcome]:
+        """One pass over maildrop/; the outcome per file name."""
+        try:
+            names = sorted(os.listdir(self.directory))
+        except OSError as exc:
+            maillog.warning(f"scan {self.directory}: {exc.strerror}")
+            return {}
+        outcomes: dict[str, Outcome] = {}
+        for name in names:
+            if name.startswith("."):
+                self._remove_if_stale(name)
+                continue
+            outcome = self.pick(name)
+            outcomes[name] = outcome
+            if outcome is Outcome.RETRY:
+                break
+        return outcomes
+
+    def pick(self, name: str) -> Outcome:
+        try:
+            fd, st = maildrop.open_checked(self.directory, name)
+        except FileNotFoundError:
+            return Outcome.GONE
+        except qfile.CorruptQueueFile as exc:
+            return self._refuse(name, str(exc))
+        except OSError as exc:
+            maillog.warning(f"maildrop/{name}: {exc.strerror}")
+            return Outcome.RETRY
+        try:
+            try:
+                sub = maildrop.read_submission(fd, st, name)
+            except qfile.CorruptQueueFile as exc:
+                return self._refuse(name, str(exc))
+            return self._submit(fd, sub)
+        finally:
+            os.close(fd)
+
+    def _submit(self, fd: int, sub: maildrop.Submission) -> Outcome:
+        attrs = dict(sub.attrs)
+        attrs.update(origin="pickup", uid=str(sub.uid), rewrite="yes")
+        recipients = [Rcpt(r.address, r.orig, r.orcpt, r.notify) for r in sub.recipients]
+        settings = self.settings
+        try:
+            with CleanupClient(settings.cleanup_socket, settings.timeout, settings.max_frame) as client:
+                maillog.info(f"{client.queue_id}: uid={sub.uid} from=<{sub.sender}>")
+                result = client.submit(sub.sender, recipients, attrs, maildrop.read_content(fd, sub))
+        except CleanupUnavailable as exc:
+            maillog.warning(f"maildrop/{sub.name}: cannot submit to cleanup: {exc}")
+            return Outcome.RETRY
+        except qfile.CorruptQueueFile as exc:
+            return self._refuse(sub.name, str(exc))
+        if result.status == "ok":
+            try:
+                os.unlink(os.path.join(self.directory, sub.name))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:   # it would be picked up again: a duplicate
+                maillog.warning(f"{result.queue_id}: remove maildrop/{sub.name}: {exc.strerror}")
+            return Outcome.QUEUED
+        if result.status == "perm":
+            maillog.warning(f"{result.queue_id}: maildrop/{sub.name} from uid={sub.uid} "
+                            f"refused by cleanup: {result.reply}")
+            return self._refuse(sub.name, f"refused by cleanup: {result.reply}")
+        maillog.warning(f"{result.queue_id}: maildrop/{sub.name}: cleanup: {result.reply}; will retry")
+        return Outcome.RETRY
+
+    def _refuse(self, name: str, reason: str) -> Outcome:
+        layout.quarantine(self.queue_directory, maildrop.MAILDROP, name, reason)
+        return Outcome.REFUSED
+
+    def _remove_if_stale(self, name: str) -> None:
+        path = os.path.join(self.directory, name)
+        try:
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode) or time.time() - st.st_mtime < STALE_TEMP_AGE:
+                return
+            os.unlink(path)
+        except OSError:
+            return
+        maillog.info(f"removed stale temporary file maildrop/{name}")

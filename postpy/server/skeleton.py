@@ -1,0 +1,279 @@
+"""The shared daemon skeleton: every program master starts runs inside it.
+
+master (see :mod:`postpy.master.supervisor`) starts a daemon as::
+
+    python libexec/<command> [-o name=value ...] [args ...]
+
+with its listening sockets inherited as file descriptors 3, 4, ... and
+these environment variables (the whole contract between the two):
+
+==========================  ==================================================
+``POSTPY_CONFIG``           configuration directory
+``POSTPY_SERVICE``          master.cf service name (``smtpd``, ``127.0.0.1:25``)
+``POSTPY_SERVICE_TYPE``     ``inet`` or ``unix``
+``POSTPY_LISTEN_FDS``       number of inherited listening sockets
+``POSTPY_STATUS_FD``        pipe to master for busy/available reports
+``POSTPY_UNPRIV``           ``1``: drop to mail_owner (when root)
+``POSTPY_CHROOT``           ``1``: chroot to queue_directory first
+``POSTPY_MASTER_PID``       master's pid (a daemon exits when master is gone)
+==========================  ==================================================
+
+The skeleton reads main.cf (plus the service's ``-o`` overrides), sets up
+logging and the process title (``postpy/smtpd``), changes directory to
+``queue_directory`` (so every service uses queue-relative paths, which stay
+valid inside a chroot), optionally chroots, drops privileges, and then
+serves until ``max_idle`` seconds pass without work or ``max_use``
+connections have been served.
+
+Reports to master are ``struct "=iB"``: pid and 0 (available) or 1 (busy).
+master spawns another process of a service only when none is available.
+
+Signals: SIGTERM ends the daemon at once (master's stop).  SIGUSR1 asks it to
+finish what it is doing and exit (master's reload): it stops accepting, lets
+connections in progress complete, and exits.
+
+Three ways to serve:
+- :func:`run_sync_server`: one connection at a time, blocking code
+  (Postfix's single_server; cleanup, local, pickup).
+- :func:`run_async_server`: asyncio, many connections per process
+  (multi_server; smtpd, smtp).
+- ``persistent=True`` on either: never exit for idleness, for services
+  master keeps running and wakes with triggers (qmgr, pickup).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from postpy.config.maincf import Config, ConfigError, load_config
+from postpy.util import maillog, privs
+
+STATUS = struct.Struct("=iB")
+AVAILABLE, BUSY = 0, 1
+FIRST_LISTEN_FD = 3
+
+
+@dataclass
+class ServerContext:
+    program: str
+    service: str
+    service_type: str
+    cfg: Config
+    args: list[str]
+    listen: list[socket.socket]
+    queue_directory: str
+    identity: privs.Identity
+    master_pid: int = 0
+    status_fd: int = -1
+    stopping: bool = False
+    served: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def report(self, state: int) -> None:
+        if self.status_fd < 0:
+            return
+        try:
+            os.write(self.status_fd, STATUS.pack(os.getpid(), state))
+        except OSError:
+            # master is gone: nobody will supervise us, so stop.
+            self.stopping = True
+
+    def master_alive(self) -> bool:
+        return not self.master_pid or os.getppid() == self.master_pid
+
+
+def split_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """``-o name=value`` overrides and the remaining arguments."""
+    overrides: dict[str, str] = {}
+    rest: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg == "-o":
+            arg = "-o" + next(it, "")
+        if arg.startswith("-o") and "=" in arg:
+            name, _, value = arg[2:].partition("=")
+            overrides[name.strip()] = value.strip()
+        else:
+            rest.append(arg)
+    return overrides, rest
+
+
+def prepare(program: str, argv: list[str] | None = None,
+            *, before_jail: Callable[[ServerContext], None] | None = None) -> ServerContext:
+    """Everything a daemon does before serving.  ``before_jail`` runs as the
+    starting user, before chroot and privilege drop (open what you need)."""
+    overrides, rest = split_args(sys.argv[1:] if argv is None else argv)
+    env = os.environ
+    try:
+        cfg = load_config(env.get("POSTPY_CONFIG"), overrides=overrides)
+        nfds = int(env.get("POSTPY_LISTEN_FDS", "0"))
+        queue_directory = os.path.abspath(cfg.get_path("queue_directory"))
+        maillog.setup_from_config(program, cfg, stderr=not env.get("POSTPY_STATUS_FD"))
+        identity = privs.mail_owner_identity(cfg.get("mail_owner"))
+    except (ConfigError, privs.PrivilegeError) as exc:
+        maillog.setup(program, stderr=True)
+        maillog.fatal(str(exc))
+    _set_title(cfg, program, env.get("POSTPY_SERVICE", program))
+    listen = []
+    for fd in range(FIRST_LISTEN_FD, FIRST_LISTEN_FD + nfds):
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        listen.append(sock)
+    ctx = ServerContext(
+        program=program, service=env.get("POSTPY_SERVICE", program),
+        service_type=env.get("POSTPY_SERVICE_TYPE", "unix"), cfg=cfg, args=rest,
+        listen=listen, queue_directory=queue_directory, identity=identity,
+        master_pid=int(env.get("POSTPY_MASTER_PID", "0")),
+        status_fd=int(env.get("POSTPY_STATUS_FD", "-1")),
+    )
+    try:
+        os.chdir(queue_directory)
+    except OSError as exc:
+        maillog.fatal(f"chdir {queue_directory}: {exc.strerror}")
+    if before_jail:
+        before_jail(ctx)
+    if os.getuid() == 0 and env.get("POSTPY_UNPRIV", "1") == "1":
+        if env.get("POSTPY_CHROOT") == "1":
+            privs.enter_chroot(queue_directory)
+        privs.drop_to(identity.uid, identity.gid)
+    signal.signal(signal.SIGUSR1, lambda *_: setattr(ctx, "stopping", True))
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    return ctx
+
+
+def _set_title(cfg: Config, program: str, service: str) -> None:
+    try:
+        import setproctitle
+    except ImportError:  # pragma: no cover - a dependency, but titles are cosmetic
+        return
+    title = f"{cfg.get('syslog_name')}/{program}"
+    if service != program:
+        title += f" -n {service}"
+    setproctitle.setproctitle(title)
+
+
+# -- single_server: blocking, one connection at a time --------------------------
+
+def run_sync_server(ctx: ServerContext, handler: Callable[[ServerContext, socket.socket], None],
+                    *, persistent: bool = False) -> None:
+    """Accept and serve one connection at a time until idle/use limits."""
+    max_idle = ctx.cfg.get_time("max_idle")
+    max_use = ctx.cfg.get_int("max_use")
+    idle_since = time.monotonic()
+    ctx.report(AVAILABLE)
+    while not ctx.stopping:
+        if not ctx.master_alive():
+            break
+        if not persistent and time.monotonic() - idle_since > max_idle:
+            break
+        try:
+            ready, _, _ = select.select(ctx.listen, [], [], 1.0)
+        except InterruptedError:
+            continue
+        for lsock in ready:
+            try:
+                conn, _ = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                continue   # another process took it
+            conn.setblocking(True)
+            ctx.report(BUSY)
+            try:
+                handler(ctx, conn)
+            except Exception as exc:  # a bad client must not kill the daemon
+                maillog.warning(f"{ctx.program}: {type(exc).__name__}: {exc}")
+            finally:
+                conn.close()
+            ctx.served += 1
+            idle_since = time.monotonic()
+            if not persistent and ctx.served >= max_use:
+                ctx.stopping = True
+                break
+            ctx.report(AVAILABLE)
+    sys.exit(0)
+
+
+# -- multi_server: asyncio, many connections per process ------------------------
+
+AsyncHandler = Callable[[ServerContext, Any, Any], Awaitable[None]]
+
+
+def run_async_server(ctx: ServerContext, handler: AsyncHandler, *,
+                     busy_at: int = 100, persistent: bool = False,
+                     startup: Callable[[ServerContext], Coroutine[Any, Any, None]] | None = None) -> None:
+    """Serve every connection as a task on one event loop.
+
+    The process reports busy to master while it has ``busy_at`` or more
+    connections, so master starts another process for the overflow.
+    ``startup`` runs as a task beside the listeners (qmgr's scheduler).
+    """
+    import asyncio
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR1, lambda: setattr(ctx, "stopping", True))
+        active: set[asyncio.Task[None]] = set()
+        max_idle = ctx.cfg.get_time("max_idle")
+        max_use = ctx.cfg.get_int("max_use")
+        state = {"idle_since": time.monotonic(), "busy": False}
+
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            active.add(task)
+            ctx.served += 1
+            if len(active) >= busy_at and not state["busy"]:
+                state["busy"] = True
+                ctx.report(BUSY)
+            try:
+                await handler(ctx, reader, writer)
+            except Exception as exc:   # a bad client must not kill the daemon
+                maillog.warning(f"{ctx.program}: {type(exc).__name__}: {exc}")
+            finally:
+                active.discard(task)
+                writer.close()
+                state["idle_since"] = time.monotonic()
+                if state["busy"] and len(active) < busy_at:
+                    state["busy"] = False
+                    ctx.report(AVAILABLE)
+
+        servers = []
+        for lsock in ctx.listen:
+            if lsock.family == socket.AF_UNIX:
+                servers.append(await asyncio.start_unix_server(on_connect, sock=lsock, limit=1 << 20))
+            else:
+                servers.append(await asyncio.start_server(on_connect, sock=lsock, limit=1 << 20))
+        ctx.report(AVAILABLE)
+        background: asyncio.Task[None] | None = asyncio.create_task(startup(ctx)) if startup else None
+        while True:
+            await asyncio.sleep(0.5)
+            if background is not None and background.done():
+                exc = background.exception()
+                if exc is not None:
+                    maillog.fatal(f"{ctx.program}: {type(exc).__name__}: {exc}")
+                background = None
+            done_using = not persistent and ctx.served >= max_use
+            idle = not active and time.monotonic() - state["idle_since"] > max_idle
+            if ctx.stopping or done_using or not ctx.master_alive():
+                for server in servers:
+                    server.close()
+                ctx.stopping = True
+                if not active or not ctx.master_alive():
+                    break
+            elif idle and not persistent:
+                break
+        if background is not None:
+            background.cancel()
+
+    asyncio.run(main())
+    sys.exit(0)

@@ -1,0 +1,236 @@
+"""Who may send mail where: mynetworks, relay restrictions, local recipients.
+
+Evaluated by smtpd at RCPT TO time, for every recipient:
+
+1. ``smtpd_relay_restrictions`` then ``smtpd_recipient_restrictions``, each
+   a list evaluated in order until a restriction permits or rejects
+   (Postfix semantics: a permit ends that list only; a reject ends the
+   command).  Supported restrictions: ``permit``, ``reject``,
+   ``permit_mynetworks``, ``permit_sasl_authenticated`` (no AUTH yet, so it
+   never matches), ``reject_unauth_destination``, ``defer_unauth_destination``,
+   ``reject_unlisted_recipient``.  ``reject_unknown_recipient_domain`` would
+   need DNS in smtpd; it is accepted and skipped with a warning at start.
+   Anything else answers ``451 4.3.5 Server configuration error``.
+2. The recipient validation of ``smtpd_reject_unlisted_recipient``: a
+   recipient in a local domain must be in ``local_recipient_maps`` (an empty
+   setting accepts everyone), so the system never accepts mail it can only
+   bounce.
+
+Relay tricks.  An address routes mail somewhere other than its domain when
+its source route is honoured (``@a:b@c``), or its local part asks for it:
+``user%other@local`` (percent hack), ``other!user@local`` (bang path) and
+``"user@other"@local`` (quoted ``@``).  The route is stripped when the path
+is parsed (:func:`postpy.mail.address.parse_path`), so the real domain is
+checked.  For the rest, ``reject_unauth_destination`` treats a local part
+with ``%``, ``!`` or ``@`` as a relay attempt when ``allow_untrusted_routing
+= no`` (the default), whatever the domain: such mail is refused with
+``554 5.7.1 Relay access denied`` unless the client is trusted.
+
+A domain is local when it is in ``mydestination`` (case-insensitive), when
+it has no domain at all (``postmaster``), or when it is the address literal
+of the address the client connected to.  It is relayable when it is in
+``relay_domains``, or a subdomain of an entry there.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from postpy.mail.address import domain_literal_address, has_routing, split_address, unquote_local
+from postpy.smtpd import replies
+from postpy.smtpd.replies import Reply
+from postpy.tables.maps import TableError, lookup_in_maps
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+KNOWN = frozenset({
+    "permit", "reject", "permit_mynetworks", "permit_sasl_authenticated",
+    "reject_unauth_destination", "defer_unauth_destination", "reject_unlisted_recipient",
+})
+SKIPPED = frozenset({"reject_unknown_recipient_domain"})
+RELAY_GUARDS = frozenset({"reject", "reject_unauth_destination", "defer_unauth_destination"})
+
+
+class RelayConfigError(Exception):
+    """A relay setting that cannot work; str() names the parameter."""
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """A client address as an IP; IPv4-mapped IPv6 becomes IPv4, a zone is dropped."""
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+@dataclass
+class NetworkList:
+    """An ordered list of networks; ``!net`` excludes (first match wins)."""
+
+    entries: list[tuple[bool, Network]] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, words: list[str], name: str = "mynetworks") -> tuple[NetworkList, list[str]]:
+        """The list and warnings for entries that are not networks."""
+        nets = cls()
+        warnings: list[str] = []
+        for word in words:
+            negate = word.startswith("!")
+            text = word[1:] if negate else word
+            if text.startswith("["):
+                close = text.find("]")
+                text = text[1:close] + text[close + 1:] if close > 0 else text
+            try:
+                nets.entries.append((negate, ipaddress.ip_network(text, strict=False)))
+            except ValueError:
+                warnings.append(f"{name}: ignoring unsupported entry \"{word}\" (CIDR networks only)")
+        return nets, warnings
+
+    def matches(self, addr: str) -> bool:
+        ip = parse_ip(addr)
+        if ip is None:
+            return False
+        for negate, net in self.entries:
+            if ip.version == net.version and ip in net:
+                return not negate
+        return False
+
+
+@dataclass
+class Recipient:
+    """The facts a restriction looks at."""
+
+    written: str            # as written inside <>, for replies and logs
+    address: str            # mailbox with any source route removed
+    client_addr: str
+    server_addr: str = ""   # the address the client connected to
+    trusted: bool = False   # client in mynetworks
+
+    @property
+    def local(self) -> str:
+        return unquote_local(split_address(self.address)[0])
+
+    @property
+    def domain(self) -> str:
+        return split_address(self.address)[1].lower()
+
+
+@dataclass
+class RelayPolicy:
+    mydestination: frozenset[str]
+    relay_domains: tuple[str, ...]
+    relay_restrictions: list[str]
+    recipient_restrictions: list[str]
+    local_recipient_maps: list[str]
+    recipient_delimiter: str = ""
+    allow_untrusted_routing: bool = False
+    reject_unlisted: bool = True        # smtpd_reject_unlisted_recipient
+
+    def check_config(self) -> list[str]:
+        """Raise RelayConfigError for an open relay; return warnings."""
+        both = self.relay_restrictions + self.recipient_restrictions
+        if not RELAY_GUARDS & set(both):
+            raise RelayConfigError(
+                "smtpd_relay_restrictions and smtpd_recipient_restrictions: specify at least "
+                "one working instance of reject_unauth_destination, defer_unauth_destination or reject")
+        return [f"{name}: not supported here; ignored" for name in both if name in SKIPPED]
+
+    # -- domains ------------------------------------------------------------
+    def is_local_domain(self, domain: str, server_addr: str = "") -> bool:
+        if not domain:
+            return True
+        if domain.startswith("["):
+            literal = domain_literal_address(domain)
+            return literal is not None and server_addr != "" and literal == parse_ip(server_addr)
+        return domain.lower().rstrip(".") in self.mydestination
+
+    def is_relay_domain(self, domain: str) -> bool:
+        domain = domain.lower()
+        for entry in self.relay_domains:
+            entry = entry.lstrip(".")
+            if domain == entry or domain.endswith("." + entry):
+                return True
+        return False
+
+    # -- restrictions ---------------------------------------------------------
+    def _unauth_destination(self, rcpt: Recipient, code: int) -> Reply | None:
+        routed = has_routing(rcpt.local) and not self.allow_untrusted_routing
+        if (self.is_local_domain(rcpt.domain, rcpt.server_addr)
+                or self.is_relay_domain(rcpt.domain)) and not routed:
+            return None
+        if code == 450:
+            return Reply.of(450, f"4.7.1 <{rcpt.written}>: Relay access denied")
+        return replies.relay_denied(rcpt.written)
+
+    def _evaluate(self, restrictions: list[str], rcpt: Recipient) -> Reply | bool | None:
+        """A reject reply, True for permit, None when nothing decided."""
+        for name in restrictions:
+            if name == "permit":
+                return True
+            if name == "reject":
+                return replies.access_denied(rcpt.written)
+            if name == "permit_mynetworks":
+                if rcpt.trusted:
+                    return True
+            elif name == "permit_sasl_authenticated" or name in SKIPPED:
+                continue
+            elif name in ("reject_unauth_destination", "defer_unauth_destination"):
+                verdict = self._unauth_destination(rcpt, 450 if name.startswith("defer") else 554)
+                if verdict is not None:
+                    return verdict
+            elif name == "reject_unlisted_recipient":
+                verdict = self.unlisted(rcpt)
+                if verdict is not None:
+                    return verdict
+            else:
+                return replies.CONFIG_ERROR
+        return None
+
+    def check(self, rcpt: Recipient) -> Reply | None:
+        """The reject reply for this recipient, or None to accept it."""
+        for restrictions in (self.relay_restrictions, self.recipient_restrictions):
+            verdict = self._evaluate(restrictions, rcpt)
+            if isinstance(verdict, Reply):
+                return verdict
+        return self.unlisted(rcpt) if self.reject_unlisted else None
+
+    # -- local recipients -----------------------------------------------------
+    def unlisted(self, rcpt: Recipient) -> Reply | None:
+        """550 5.1.1 for an unknown recipient in a local domain."""
+        if not self.is_local_domain(rcpt.domain, rcpt.server_addr):
+            return None
+        try:
+            known = self.known_local(rcpt.local, rcpt.domain)
+        except TableError:
+            return replies.lookup_failure(rcpt.written)
+        return None if known else replies.user_unknown(rcpt.written)
+
+    def lookup_keys(self, local: str, domain: str) -> list[str]:
+        """Keys tried in local_recipient_maps: ``user+ext@domain``, ``user+ext``,
+        then without the extension, then ``@domain``."""
+        locals_ = [local]
+        if self.recipient_delimiter:
+            cut = min((i for i, ch in enumerate(local) if ch in self.recipient_delimiter),
+                      default=-1)
+            if cut > 0:
+                locals_.append(local[:cut])
+        keys: list[str] = []
+        for part in locals_:
+            if domain:
+                keys.append(f"{part}@{domain}")
+            keys.append(part)
+        if domain:
+            keys.append(f"@{domain}")
+        return keys
+
+    def known_local(self, local: str, domain: str) -> bool:
+        """Is ``local`` a recipient here?  Raises TableError when a table fails."""
+        if not self.local_recipient_maps:
+            return True
+        return any(lookup_in_maps(self.local_recipient_maps, key) is not None
+                   for key in self.lookup_keys(local, domain))

@@ -1,0 +1,141 @@
+"""smtpd's configuration, read once per process from main.cf (+ ``-o``).
+
+:meth:`Settings.from_config` converts every parameter smtpd uses into a
+typed field, parses network lists and restriction lists, and loads the TLS
+certificate.  master's ``-o`` overrides arrive in the Config the skeleton
+built.  It runs before the privilege drop, so the TLS key may be readable
+by root only.  Bad settings raise :class:`SettingsError`; the daemon then
+exits with a fatal log line, as Postfix's smtpd does.
+
+The per-process client table (``smtpd_client_connection_count_limit``)
+lives here too, since every session of the process shares it.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections import Counter
+from dataclasses import dataclass, field
+
+from postpy.config.maincf import Config, ConfigError
+from postpy.smtpd import tls
+from postpy.smtpd.relay import NetworkList, RelayConfigError, RelayPolicy
+
+BARE_NEWLINE_POLICIES = ("normalize", "reject", "no")
+
+
+class SettingsError(Exception):
+    """A setting smtpd cannot work with; str() names it."""
+
+
+@dataclass
+class Settings:
+    hostname: str
+    banner: str
+    relay: RelayPolicy
+    mynetworks: NetworkList = field(default_factory=NetworkList)
+    message_size_limit: int = 10240000
+    line_length_limit: int = 2048
+    command_line_limit: int = 2048
+    recipient_limit: int = 1000
+    timeout: float = 300.0
+    starttls_timeout: float = 300.0
+    hard_error_limit: int = 20
+    soft_error_limit: int = 10
+    error_sleep: float = 1.0
+    connection_limit: int = 50
+    connection_limit_exceptions: NetworkList = field(default_factory=NetworkList)
+    bare_newline: str = "normalize"
+    bare_newline_exclusions: NetworkList = field(default_factory=NetworkList)
+    forbidden_commands: frozenset[str] = frozenset({"CONNECT", "GET", "POST"})
+    disable_vrfy: bool = True
+    smtputf8_enable: bool = True
+    tls_context: ssl.SSLContext | None = None
+    tls_level: str = "none"             # none | may | encrypt
+    tls_wrappermode: bool = False
+    rewrite_all: bool = False           # local_header_rewrite_clients = static:all
+    rewrite_mynetworks: bool = True     # ... = permit_mynetworks
+    queue_minfree: int = 0
+    queue_path: str = "."               # statvfs target: the queue file system
+    cleanup_path: str = "private/cleanup"
+    ipc_timeout: float = 3600.0
+    ipc_max_frame: int = 1024 * 1024
+    warnings: list[str] = field(default_factory=list)
+    clients: Counter[str] = field(default_factory=Counter)   # addr -> open sessions
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Settings:
+        try:
+            return cls._build(cfg)
+        except (ConfigError, RelayConfigError, tls.TlsSetupError) as exc:
+            raise SettingsError(str(exc)) from None
+
+    @classmethod
+    def _build(cls, cfg: Config) -> Settings:
+        warnings: list[str] = []
+
+        def networks(name: str) -> NetworkList:
+            nets, problems = NetworkList.parse(cfg.get_list(name), name)
+            warnings.extend(problems)
+            return nets
+
+        relay = RelayPolicy(
+            mydestination=frozenset(d.lower().rstrip(".") for d in cfg.get_list("mydestination")),
+            relay_domains=tuple(d.lower() for d in cfg.get_list("relay_domains")),
+            relay_restrictions=[r.lower() for r in cfg.get_list("smtpd_relay_restrictions")],
+            recipient_restrictions=[r.lower() for r in cfg.get_list("smtpd_recipient_restrictions")],
+            local_recipient_maps=cfg.get_list("local_recipient_maps"),
+            recipient_delimiter=cfg.get("recipient_delimiter"),
+            allow_untrusted_routing=cfg.get_bool("allow_untrusted_routing"),
+            reject_unlisted=cfg.get_bool("smtpd_reject_unlisted_recipient"),
+        )
+        warnings.extend(relay.check_config())
+        bare = cfg.get("smtpd_forbid_bare_newline").strip().lower()
+        bare = {"yes": "reject"}.get(bare, bare)   # Postfix 3.8's boolean form
+        if bare not in BARE_NEWLINE_POLICIES:
+            raise SettingsError(f"smtpd_forbid_bare_newline = {bare}: use normalize, reject or no")
+        level = cfg.get("smtpd_tls_security_level").strip().lower()
+        cert = cfg.get("smtpd_tls_cert_file").strip()
+        if level not in ("", "none", "may", "encrypt"):
+            raise SettingsError(f"smtpd_tls_security_level = {level}: use none, may or encrypt")
+        if not level:
+            level = "may" if cert else "none"
+        context = None
+        if cert and level != "none":
+            context = tls.server_context(cert, cfg.get("smtpd_tls_key_file").strip(),
+                                         cfg.get("smtpd_tls_protocols"))
+        elif level == "encrypt":
+            warnings.append("smtpd_tls_security_level = encrypt but no smtpd_tls_cert_file: "
+                            "mail will be refused")
+        rewrite = [w.lower() for w in cfg.get_list("local_header_rewrite_clients")]
+        return cls(
+            hostname=cfg.get("myhostname"),
+            banner=cfg.get("smtpd_banner"),
+            relay=relay,
+            mynetworks=networks("mynetworks"),
+            message_size_limit=cfg.get_size("message_size_limit"),
+            line_length_limit=cfg.get_size("line_length_limit"),
+            command_line_limit=cfg.get_size("smtpd_command_line_limit"),
+            recipient_limit=cfg.get_int("smtpd_recipient_limit"),
+            timeout=cfg.get_time("smtpd_timeout"),
+            starttls_timeout=cfg.get_time("smtpd_starttls_timeout"),
+            hard_error_limit=cfg.get_int("smtpd_hard_error_limit"),
+            soft_error_limit=cfg.get_int("smtpd_soft_error_limit"),
+            error_sleep=cfg.get_time("smtpd_error_sleep_time"),
+            connection_limit=cfg.get_int("smtpd_client_connection_count_limit"),
+            connection_limit_exceptions=networks("smtpd_client_event_limit_exceptions"),
+            bare_newline=bare,
+            bare_newline_exclusions=networks("smtpd_forbid_bare_newline_exclusions"),
+            forbidden_commands=frozenset(c.upper() for c in cfg.get_list("smtpd_forbidden_commands")),
+            disable_vrfy=cfg.get_bool("disable_vrfy_command"),
+            smtputf8_enable=cfg.get_bool("smtputf8_enable"),
+            tls_context=context,
+            tls_level=level,
+            tls_wrappermode=cfg.get_bool("smtpd_tls_wrappermode"),
+            rewrite_all="static:all" in rewrite or cfg.get_bool("always_add_missing_headers"),
+            rewrite_mynetworks="permit_mynetworks" in rewrite,
+            queue_minfree=cfg.get_size("queue_minfree"),
+            ipc_timeout=cfg.get_time("ipc_timeout"),
+            ipc_max_frame=cfg.get_size("ipc_max_frame"),
+            warnings=warnings,
+        )
