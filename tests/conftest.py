@@ -191,3 +191,12 @@ def mta_factory(system_users: None) -> Iterator[Callable[..., MTA]]:
 @pytest.fixture
 def mta(mta_factory: Callable[..., MTA]) -> MTA:
     return mta_factory()
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A scratch directory every uid may write (tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="postpy-shared-"))
+    os.chmod(path, 0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -108,8 +108,10 @@ class DeliveryRequest:
     sender: str
     nexthop: str            # transport's next hop, e.g. "example.org" or "[10.0.0.1]:25"
     recipients: list[DeliveryRcpt]
-    arrival: float = 0.0
-    transport: str = ""
+    arrival: float = 0.0    # when the message arrived (queue file T record)
+    active_time: float = 0.0  # when qmgr moved it into the active queue
+    dispatch_time: float = 0.0  # when qmgr sent this request
+    transport: str = ""     # master.cf service name, e.g. "local", "smtp"
 
 
 @message("recipient_result")

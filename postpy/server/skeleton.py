@@ -268,7 +268,10 @@ def run_async_server(ctx: ServerContext, handler: AsyncHandler, *,
                 for server in servers:
                     server.close()
                 ctx.stopping = True
-                if not active or not ctx.master_alive():
+                # A background task (qmgr's scheduler) sees ctx.stopping and
+                # finishes its work in flight; wait for it as for connections.
+                finished = not active and (background is None or background.done())
+                if finished or not ctx.master_alive():
                     break
             elif idle and not persistent:
                 break

@@ -1,0 +1,388 @@
+"""qmgr: the queue manager, the one process that owns the active queue.
+
+Runs as mail_owner, one process (maxproc 1), kept running by master.
+
+Life of a message here:
+
+1. cleanup writes ``incoming/ID`` and triggers ``public/qmgr``; qmgr renames
+   it into ``active/`` at once (bounded by ``qmgr_message_active_limit``)
+   and logs ``from=<...>, size=..., nrcpt=... (queue active)``.
+2. Each pending recipient is routed (:mod:`postpy.qmgr.resolve`) and the
+   recipients are grouped by transport and next hop into delivery
+   requests, handed to :class:`postpy.qmgr.transport.AgentPool`.
+3. Each result is recorded in the queue file before anything else happens:
+   delivered recipients get status ``D`` (``S`` when a success notice is
+   owed), bounced ones an ``L`` record and status ``B``, deferred ones an
+   ``L`` record.  A crash after that point never repeats the delivery.
+4. When all requests of the message are back: owed notices go to bounce;
+   then the file is removed (nothing pending) or moved to ``deferred/``
+   with its mtime set to the next attempt (the time since arrival, clamped
+   to ``minimal_backoff_time`` .. ``maximal_backoff_time``: exponential
+   backoff).  After ``maximal_queue_lifetime`` the pending recipients are
+   returned to the sender.
+
+``deferred/`` is scanned every ``queue_run_delay`` and on a flush trigger.
+Files found in ``active/`` at start (a crash, a reload) are taken up again;
+their recorded recipients are not delivered twice.
+
+Triggers on ``public/qmgr`` (one connection each): ``A`` or ``W`` scan
+incoming (``W`` also the deferred queue when due), ``F`` flush all
+deferred mail, ``I<queue id>\\n`` deliver one message now, ``S<site>\\n``
+deliver deferred mail for a domain now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from postpy.config.mastercf import load_master_cf
+from postpy.ipc import codec
+from postpy.ipc.messages import (
+    BounceRequest,
+    BounceResult,
+    DeliveryRcpt,
+    DeliveryRequest,
+    RecipientResult,
+)
+from postpy.mail.events import Timing, log_delivery
+from postpy.qmgr.resolve import Route, domain_of, resolve
+from postpy.qmgr.transport import AgentPool, Job
+from postpy.queue import layout, qfile
+from postpy.queue.layout import ACTIVE, DEFERRED, INCOMING
+from postpy.server import skeleton
+from postpy.server.skeleton import ServerContext
+from postpy.util import maillog
+
+SHUTDOWN_GRACE = 30.0
+
+
+class ActiveMessage:
+    def __init__(self, queue_id: str, env: qfile.Envelope) -> None:
+        self.queue_id = queue_id
+        self.env = env
+        self.active_time = time.time()
+        self.outstanding = 0
+        self.path = os.path.join(ACTIVE, queue_id)
+
+
+class Qmgr:
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.cfg
+        self.active: dict[str, ActiveMessage] = {}
+        self.pools: dict[str, AgentPool] = {}
+        self.wake = asyncio.Event()
+        self.scan_incoming_wanted = True
+        self.flush_all = False
+        self.flush_ids: set[str] = set()
+        self.flush_sites: set[str] = set()
+        self.next_deferred_scan = 0.0
+        self.active_limit = self.cfg.get_int("qmgr_message_active_limit")
+        self.maxproc = {s.name: s.maxproc for s in load_master_cf(self.cfg.config_dir).services}
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    # -- triggers -------------------------------------------------------------
+    async def on_trigger(self, _ctx: ServerContext, reader: asyncio.StreamReader, writer: Any) -> None:
+        try:
+            data = await asyncio.wait_for(reader.read(1024), 5)
+        except TimeoutError:
+            return
+        for line in data.split(b"\n"):
+            if line[:1] == b"I":
+                self.flush_ids.add(line[1:].decode("ascii", "replace").strip())
+                line = b""
+            elif line[:1] == b"S":
+                self.flush_sites.add(line[1:].decode("ascii", "replace").strip().lower())
+                line = b""
+            for byte in line:
+                if byte in b"AW":
+                    self.scan_incoming_wanted = True
+                if byte == ord("W") and time.monotonic() >= self.next_deferred_scan:
+                    self.next_deferred_scan = 0.0
+                if byte == ord("F"):
+                    self.flush_all = True
+        self.wake.set()
+
+    # -- moving files in ------------------------------------------------------
+    def _activate(self, queue: str, queue_id: str) -> None:
+        if queue_id in self.active or len(self.active) >= self.active_limit:
+            return
+        if queue != ACTIVE:
+            try:
+                os.rename(os.path.join(queue, queue_id), os.path.join(ACTIVE, queue_id))
+            except FileNotFoundError:
+                return        # postsuper moved or removed it meanwhile
+        path = os.path.join(ACTIVE, queue_id)
+        try:
+            env = qfile.read_envelope(path)
+        except FileNotFoundError:
+            return
+        except (qfile.CorruptQueueFile, OSError, ValueError) as exc:
+            layout.quarantine(".", ACTIVE, queue_id, str(exc))
+            return
+        msg = ActiveMessage(queue_id, env)
+        self.active[queue_id] = msg
+        maillog.info(f"{queue_id}: from=<{env.sender}>, size={env.content_length}, "
+                     f"nrcpt={len(env.recipients)} (queue active)")
+        self._schedule(msg)
+
+    def _scan_incoming(self) -> None:
+        self.scan_incoming_wanted = False
+        for queue_id in layout.list_queue(".", INCOMING):
+            if len(self.active) >= self.active_limit:
+                self.scan_incoming_wanted = True     # come back when room frees up
+                return
+            self._activate(INCOMING, queue_id)
+
+    def _scan_deferred(self) -> None:
+        now = time.time()
+        force, ids, sites = self.flush_all, self.flush_ids, self.flush_sites
+        self.flush_all, self.flush_ids, self.flush_sites = False, set(), set()
+        self.next_deferred_scan = time.monotonic() + self.cfg.get_time("queue_run_delay")
+        for queue_id in layout.list_queue(".", DEFERRED):
+            path = os.path.join(DEFERRED, queue_id)
+            due = force or queue_id in ids
+            if not due and sites:
+                try:
+                    env = qfile.read_envelope(path)
+                    due = any(domain_of(r.address) in sites for r in env.pending())
+                except (OSError, qfile.CorruptQueueFile):
+                    due = False
+            if not due:
+                try:
+                    due = os.stat(path).st_mtime <= now
+                except FileNotFoundError:
+                    continue
+            if due:
+                self._activate(DEFERRED, queue_id)
+
+    # -- scheduling -----------------------------------------------------------
+    def _pool(self, transport: str) -> AgentPool:
+        pool = self.pools.get(transport)
+        if pool is None:
+            cfg = self.cfg
+            limit = self.maxproc.get(transport) or cfg.get_int("default_process_limit")
+            dest_param = f"{transport}_destination_concurrency_limit"
+            if cfg.is_known(dest_param):
+                dest_limit = cfg.get_int(dest_param)
+            else:
+                dest_limit = cfg.get_int("default_destination_concurrency_limit")
+            pool = AgentPool(transport, os.path.join("private", transport), limit, dest_limit,
+                             cfg.get_time("daemon_timeout"), cfg.get_size("ipc_max_frame"))
+            self.pools[transport] = pool
+        return pool
+
+    def _recipient_limit(self, transport: str) -> int:
+        if transport == "local":
+            return 1
+        name = f"{transport}_destination_recipient_limit"
+        return self.cfg.get_int(name) if self.cfg.is_known(name) else 50
+
+    def _schedule(self, msg: ActiveMessage) -> None:
+        env = msg.env
+        pending = env.pending()
+        if pending and self._expired(env):
+            self._expire(msg, pending)
+            pending = []
+        groups: dict[tuple[str, str], list[qfile.Recipient]] = {}
+        immediate: list[RecipientResult] = []
+        for rcpt in pending:
+            route = resolve(self.cfg, rcpt.address)
+            if route.error:
+                immediate.append(self._route_error(msg, rcpt, route))
+            else:
+                groups.setdefault((route.transport, route.nexthop), []).append(rcpt)
+        if immediate:
+            self._record(msg, immediate)
+        for (transport, nexthop), rcpts in groups.items():
+            limit = self._recipient_limit(transport)
+            for start in range(0, len(rcpts), limit):
+                chunk = rcpts[start:start + limit]
+                request = DeliveryRequest(
+                    queue_id=msg.queue_id, queue_name=ACTIVE, sender=env.sender, nexthop=nexthop,
+                    recipients=[DeliveryRcpt(r.index, r.address, r.orig, r.orcpt, r.notify) for r in chunk],
+                    arrival=env.arrival, active_time=msg.active_time, transport=transport)
+                destination = chunk[0].address.lower() if transport == "local" else nexthop.lower()
+                msg.outstanding += 1
+                self._pool(transport).submit(Job(request, destination, self._results_for(msg)))
+        if not msg.outstanding:
+            self._spawn(self._finish(msg))
+
+    def _route_error(self, msg: ActiveMessage, rcpt: qfile.Recipient, route: Route) -> RecipientResult:
+        dsn, _, text = route.error.partition(" ")
+        status = "deferred" if route.retry else "bounced"
+        log_delivery(msg.queue_id, rcpt.address, orig=rcpt.orig, relay="none",
+                     timing=Timing(msg.env.arrival, msg.active_time, time.time()),
+                     dsn=dsn, status=status, text=text)
+        return RecipientResult(rcpt.index, status, dsn, text, "none")
+
+    def _expired(self, env: qfile.Envelope) -> bool:
+        name = "bounce_queue_lifetime" if env.sender == "" else "maximal_queue_lifetime"
+        lifetime = self.cfg.get_time(name)
+        attempted = bool(env.log)
+        return attempted and time.time() - env.arrival >= lifetime
+
+    def _expire(self, msg: ActiveMessage, pending: list[qfile.Recipient]) -> None:
+        last = msg.env.last_log()
+        entries = []
+        for rcpt in pending:
+            entry = last.get(rcpt.index)
+            dsn, text = (entry.dsn, entry.text) if entry else ("4.4.7", "message expired")
+            entries.append(qfile.LogEntry(rcpt.index, "failed", dsn, text))
+        qfile.append_log(msg.path, entries)
+        msg.env.log.extend(entries)
+        qfile.set_status(msg.path, pending, qfile.BOUNCED)
+        maillog.info(f"{msg.queue_id}: from=<{msg.env.sender}>, status=expired, returned to sender")
+
+    # -- results --------------------------------------------------------------
+    def _record(self, msg: ActiveMessage, results: list[RecipientResult]) -> None:
+        """Make the outcome durable in the queue file (before anything else)."""
+        by_index = {r.index: r for r in msg.env.recipients}
+        entries: list[qfile.LogEntry] = []
+        status_changes: dict[str, list[qfile.Recipient]] = {}
+        for result in results:
+            rcpt = by_index.get(result.index)
+            if rcpt is None or rcpt.status != qfile.PENDING:
+                continue
+            if result.status == "sent":
+                wants = "SUCCESS" in rcpt.notify.upper().split(",")
+                status_changes.setdefault(qfile.SUCCESS if wants else qfile.DONE, []).append(rcpt)
+                if wants:
+                    entries.append(qfile.LogEntry(rcpt.index, "delivered", result.dsn, result.text))
+            elif result.status == "bounced":
+                entries.append(qfile.LogEntry(rcpt.index, "failed", result.dsn, result.text))
+                status_changes.setdefault(qfile.BOUNCED, []).append(rcpt)
+            else:
+                entries.append(qfile.LogEntry(rcpt.index, "delayed", result.dsn, result.text))
+        try:
+            if entries:
+                qfile.append_log(msg.path, entries)
+                msg.env.log.extend(entries)
+            for status, rcpts in status_changes.items():
+                qfile.set_status(msg.path, rcpts, status)
+        except OSError as exc:
+            # The queue file is gone or unwritable: an invariant is broken.
+            maillog.fatal(f"{msg.queue_id}: cannot record delivery status in {msg.path}: {exc}")
+
+    def _results_for(self, msg: ActiveMessage) -> Callable[[list[RecipientResult]], None]:
+        return lambda results: self._on_results(msg, results)
+
+    def _on_results(self, msg: ActiveMessage, results: list[RecipientResult]) -> None:
+        self._record(msg, results)
+        msg.outstanding -= 1
+        if msg.outstanding == 0:
+            self._spawn(self._finish(msg))
+
+    async def _notify(self, msg: ActiveMessage, kind: str, status: str) -> None:
+        rcpts = [r for r in msg.env.recipients if r.status == status]
+        if not rcpts:
+            return
+        if await self._bounce(msg, kind, [r.index for r in rcpts]):
+            qfile.set_status(msg.path, rcpts, qfile.DONE)
+
+    async def _bounce(self, msg: ActiveMessage, kind: str, indexes: list[int]) -> bool:
+        try:
+            reader, writer = await asyncio.open_unix_connection(os.path.join("private", "bounce"))
+            try:
+                writer.write(codec.encode(BounceRequest(msg.queue_id, ACTIVE, kind, indexes)))
+                await writer.drain()
+                reply = await asyncio.wait_for(codec.async_recv(reader, "bounce"), 120)
+                result = codec.expect(reply, BounceResult, "bounce")
+            finally:
+                writer.close()
+        except (TimeoutError, OSError, EOFError, codec.IpcError) as exc:
+            maillog.warning(f"{msg.queue_id}: cannot send {kind} notice: {exc or type(exc).__name__}")
+            return False
+        if result.status != "ok":
+            maillog.warning(f"{msg.queue_id}: {kind} notice deferred: {result.text}")
+            return False
+        return True
+
+    async def _finish(self, msg: ActiveMessage) -> None:
+        await self._notify(msg, "failure", qfile.BOUNCED)
+        await self._notify(msg, "success", qfile.SUCCESS)
+        pending = msg.env.pending()
+        owed = [r for r in msg.env.recipients if r.status in (qfile.BOUNCED, qfile.SUCCESS)]
+        if pending:
+            await self._delay_warning(msg, pending)
+        if not pending and not owed:
+            try:
+                os.unlink(msg.path)
+            except FileNotFoundError:
+                pass
+            maillog.info(f"{msg.queue_id}: removed")
+        else:
+            self._defer(msg)
+        del self.active[msg.queue_id]
+        if self.scan_incoming_wanted:
+            self.wake.set()
+
+    async def _delay_warning(self, msg: ActiveMessage, pending: list[qfile.Recipient]) -> None:
+        warn_after = self.cfg.get_time("delay_warning_time")
+        if not warn_after or time.time() - msg.env.arrival < warn_after or msg.env.sender == "":
+            return
+        if any(e.action == "warned" for e in msg.env.log):
+            return
+        if await self._bounce(msg, "delay", [r.index for r in pending]):
+            entry = qfile.LogEntry(pending[0].index, "warned", "4.0.0", "delay warning sent")
+            qfile.append_log(msg.path, [entry])
+            msg.env.log.append(entry)
+
+    def _defer(self, msg: ActiveMessage) -> None:
+        age = time.time() - msg.env.arrival
+        delay = min(max(age, self.cfg.get_time("minimal_backoff_time")), self.cfg.get_time("maximal_backoff_time"))
+        target = os.path.join(DEFERRED, msg.queue_id)
+        try:
+            os.rename(msg.path, target)
+            when = time.time() + delay
+            os.utime(target, (when, when))
+        except FileNotFoundError:
+            pass
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            maillog.fatal(f"qmgr: {type(exc).__name__}: {exc}")
+
+    # -- main loop ------------------------------------------------------------
+    async def run(self, _ctx: ServerContext) -> None:
+        for queue_id in layout.list_queue(".", ACTIVE):
+            self._activate(ACTIVE, queue_id)
+        while not self.ctx.stopping:
+            if self.scan_incoming_wanted:
+                self._scan_incoming()
+            if self.flush_all or self.flush_ids or self.flush_sites or \
+                    time.monotonic() >= self.next_deferred_scan:
+                self._scan_deferred()
+            for pool in self.pools.values():
+                pool.close_idle()
+            try:
+                await asyncio.wait_for(self.wake.wait(), 1.0)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+        await self._drain()
+
+    async def _drain(self) -> None:
+        """On reload/stop: let deliveries in flight finish so their results are recorded."""
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while (self.tasks or any(p.busy() for p in self.pools.values())) and time.monotonic() < deadline:
+            for pool in self.pools.values():
+                pool.queue.clear()
+            await asyncio.sleep(0.05)
+
+
+def main() -> None:
+    ctx = skeleton.prepare("qmgr")
+    qmgr = Qmgr(ctx)
+    skeleton.run_async_server(ctx, qmgr.on_trigger, persistent=True, busy_at=1 << 30, startup=qmgr.run)
