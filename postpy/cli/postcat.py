@@ -45,7 +45,6 @@ import getopt
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -189,6 +188,8 @@ def find_queue_file(queue_directory: str, queue_id: str) -> tuple[Envelope, byte
 
 def read_stdin() -> tuple[Envelope, bytes]:
     """A queue file on stdin: copied to a private temporary file first."""
+    import tempfile  # only this rare path needs it
+
     with tempfile.TemporaryDirectory(prefix="postcat.") as tmp:
         path = os.path.join(tmp, "stdin")
         with open(path, "wb") as fh:

@@ -39,7 +39,6 @@ import os
 import re
 import stat
 import sys
-import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -55,7 +54,7 @@ USAGE = ("usage: postconf [-c config_dir] [-dhHnx] [-o name=value] [name ...]\n"
          "       postconf -m | -l")
 TABLE_TYPES = ("btree", "hash", "inline", "lmdb", "static", "texthash", "unix")
 LOCK_METHODS = ("flock", "fcntl", "dotlock")
-_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 class UsageError(Exception):
@@ -84,7 +83,7 @@ def _name_value(arg: str, option: str) -> tuple[str, str]:
     name, value = name.strip(), value.strip()
     if not eq:
         raise UsageError(f"{option} requires name=value input: \"{arg}\"")
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise UsageError(f"{option}: invalid parameter name: \"{name}\"")
     if "\n" in value or "\r" in value:
         raise UsageError(f"{option}: value of {name} contains a line break")
@@ -131,19 +130,23 @@ def parse_args(argv: Sequence[str]) -> Options:
         raise UsageError(f"-{'e' if opts.mode == 'edit' else 'X'} requires at least one parameter")
     if opts.mode == "remove":
         for arg in args:
-            if not _NAME.match(arg):
+            if not _NAME.fullmatch(arg):
                 raise UsageError(f"-X: invalid parameter name: \"{arg}\"")
     return opts
 
 
 # -- showing ------------------------------------------------------------------
 
+def _setting(name: str, value: str) -> str:
+    return f"{name} = {value}" if value else f"{name} ="
+
+
 def _format(name: str, value: str, opts: Options) -> str:
     if opts.names_only:
         return name
     if opts.values_only:
         return value
-    return f"{name} = {value}" if value else f"{name} ="
+    return _setting(name, value)
 
 
 def show(opts: Options, out: list[str], warn: list[str]) -> int:
@@ -227,11 +230,11 @@ def edit_text(text: str, updates: Mapping[str, str], removals: Collection[str]) 
             if not dropping:
                 out.append(line)
             elif name in updates and name not in written:
-                out.append(f"{name} = {updates[name]}")
+                out.append(_setting(name, updates[name]))
                 written.add(name)
     for name, value in updates.items():
         if name not in written:
-            out.append(f"{name} = {value}")
+            out.append(_setting(name, value))
     return "".join(line + "\n" for line in out)
 
 
@@ -247,6 +250,8 @@ def _read(path: str) -> str:
 
 def replace_file(path: str, text: str) -> None:
     """Write ``text`` to a temporary file, fsync it, rename it over ``path``."""
+    import tempfile  # only editing needs it
+
     directory = os.path.dirname(path)
     try:
         old = os.stat(path)

@@ -53,7 +53,8 @@ def logical_lines(text: str, path: str) -> Iterator[tuple[int, str]]:
     """
     current: list[str] = []
     start = 0
-    for number, raw in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(text.split("\n"), 1):   # not splitlines(): \f, \x1c, U+2028 are text
+        raw = raw.removesuffix("\r")
         stripped = raw.strip()
         if not stripped or stripped.startswith("#"):
             continue
@@ -87,7 +88,9 @@ def parse_main_cf(text: str, path: str = "main.cf") -> list[Setting]:
 
 
 _TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_REF = re.compile(r"\$(?:\$|\{([A-Za-z0-9_]+)(?:([?:])([^}]*))?\}|\(([A-Za-z0-9_]+)\)|([A-Za-z0-9_]+))")
+# The text of ${name?text} may hold one level of {...}: ${a?${b}} and Postfix 3's ${a?{text}}.
+_REF = re.compile(r"\$(?:\$|\{([A-Za-z0-9_]+)(?:([?:])((?:[^{}]|\{[^{}]*\})*))?\}"
+                  r"|\(([A-Za-z0-9_]+)\)|([A-Za-z0-9_]+))")
 
 
 def parse_time(value: str, name: str = "value") -> float:
@@ -179,10 +182,13 @@ class Config:
                 return "$"
             name = m.group(1) or m.group(4) or m.group(5)
             value = lookup(name)
+            alt = m.group(3) or ""
+            if alt.startswith("{") and alt.endswith("}") and alt.count("{") == 1:
+                alt = alt[1:-1]                      # ${name?{text}} (Postfix >= 3.0)
             if m.group(2) == "?":
-                return self.expand(m.group(3), extra, _stack) if value else ""
+                return self.expand(alt, extra, _stack) if value else ""
             if m.group(2) == ":":
-                return "" if value else self.expand(m.group(3), extra, _stack)
+                return "" if value else self.expand(alt, extra, _stack)
             return value
 
         return _REF.sub(replace, text)
@@ -265,11 +271,13 @@ def load_config(config_dir: str | None = None, *, overrides: Mapping[str, str] |
     except OSError as exc:
         raise ConfigError(f"open {path}: {exc.strerror}") from None
     cfg = Config(directory, main_cf=path)
-    for setting in parse_main_cf(text, path):
+    settings = parse_main_cf(text, path)
+    referenced = {name for st in settings for name in re.findall(r"\$\{?\(?([A-Za-z0-9_]+)", st.value)}
+    for setting in settings:
         if setting.name in BY_NAME and setting.name in ("config_directory",):
             cfg.warnings.append(f"{path}, line {setting.line}: {setting.name} cannot be set in main.cf; ignored")
             continue
-        if setting.name not in BY_NAME:
+        if setting.name not in BY_NAME and setting.name not in referenced:
             cfg.warnings.append(f"{path}, line {setting.line}: unused parameter: {setting.name}={setting.value}")
         cfg.explicit[setting.name] = setting.value
         cfg.lines[setting.name] = setting.line

@@ -18,7 +18,7 @@ import time
 
 ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXYZbcdfghjklmnpqrstvwxy"
 BASE = len(ALPHABET)
-ID_PATTERN = re.compile(rf"^[{ALPHABET}]{{10}}z[{ALPHABET}]{{1,6}}$")
+ID_PATTERN = re.compile(rf"^[{ALPHABET}]{{10}}z[{ALPHABET}]{{1,6}}\Z")  # \Z: "$" would allow a trailing newline
 
 _last = 0
 
