@@ -40,10 +40,15 @@ from dataclasses import dataclass
 from email.utils import formataddr, getaddresses
 
 from postpy.cleanup.envelope import CheckedEnvelope, Refusal, add_recipient
-from postpy.mail.headers import Header, HeaderBlockReader, has, message_id_stamp, rfc5322_date
+from postpy.mail.headers import (
+    Header,
+    HeaderBlockReader,
+    has,
+    message_id_stamp,
+    recipient_header_values,
+    rfc5322_date,
+)
 
-RECIPIENT_HEADERS = ("To", "Cc", "Bcc")
-RESENT_RECIPIENT_HEADERS = ("Resent-To", "Resent-Cc", "Resent-Bcc")
 BCC_HEADERS = ("Bcc", "Resent-Bcc")
 LOOP_HEADERS = ("Received", "Delivered-To")
 QUALIFIED_HEADERS = ("From", "To", "Cc")
@@ -75,10 +80,7 @@ def count_hops(headers: list[Header]) -> int:
 
 def extract_recipients(headers: list[Header], env: CheckedEnvelope, myorigin: str) -> list[Header]:
     """Add the header recipients to ``env``; return the headers minus Bcc."""
-    resent = any(h.name.lower().startswith("resent-") for h in headers)
-    names = RESENT_RECIPIENT_HEADERS if resent else RECIPIENT_HEADERS
-    values = [h.unfolded() for h in headers if h.is_(*names)]
-    for _name, address in getaddresses(values):
+    for _name, address in getaddresses(recipient_header_values(headers)):
         address = address.strip()
         if not address or _CONTROL.search(address) or " " in address:
             continue

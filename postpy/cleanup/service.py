@@ -86,6 +86,7 @@ def remove_stale_temp_files(directory: str, max_age: float, now: float | None = 
 
 
 def main() -> None:
+    time.localtime()    # load the time zone now: /etc/localtime is not inside a chroot
     ctx = skeleton.prepare("cleanup")
     settings = CleanupSettings.from_config(ctx.cfg)
     remove_stale_temp_files(settings.incoming, ctx.cfg.get_time("daemon_timeout"))

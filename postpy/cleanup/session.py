@@ -84,10 +84,6 @@ class CleanupSettings:
         )
 
 
-class LostConnection(Exception):
-    """The client went away (or stalled) before the end of the message."""
-
-
 class Session:
     """One message from one client; :meth:`run` drives it to the end."""
 
@@ -116,7 +112,7 @@ class Session:
             self.sender = msg.sender
             self._guard(self._check, msg)
             self._read_content()
-        except (EOFError, OSError, LostConnection) as exc:
+        except (EOFError, OSError) as exc:
             self._abort()
             maillog.info(f"{self.queue_id}: lost connection with {self.peer}: {exc}")
             return None
@@ -124,7 +120,14 @@ class Session:
             self._abort()
             maillog.warning(f"{self.queue_id}: {exc}")
             return None
-        result = self._complete()
+        except BaseException:
+            self._abort()         # a bug: still leave no partial file behind
+            raise
+        try:
+            result = self._complete()
+        except BaseException:
+            self._abort()
+            raise
         try:
             codec.send(self.sock, result)
         except OSError as exc:

@@ -22,7 +22,8 @@ about what a header is and lenient about what follows:
   a colon, 8-bit bytes in the name, a continuation with no header before
   it).  In that case the message had no separator, and
   :attr:`HeaderBlockReader.separator` is False: the caller inserts an empty
-  line so that the line is body text for everyone downstream.
+  line so that the line is body text for everyone downstream.  The end of
+  the content also ends the block (``separator`` False, no body).
 - ``count_limit`` (header_count_limit): the header after the limit, and
   everything after it, is body.  ``size_limit`` (header_size_limit): the
   part of a header beyond the limit is discarded (the header is cut at a
@@ -85,6 +86,23 @@ def has(headers: list[Header], name: str) -> bool:
     return any(h.is_(name) for h in headers)
 
 
+RECIPIENT_HEADERS = ("To", "Cc", "Bcc")
+RESENT_RECIPIENT_HEADERS = ("Resent-To", "Resent-Cc", "Resent-Bcc")
+
+
+def recipient_header_values(headers: list[Header]) -> list[str]:
+    """The unfolded values ``sendmail -t`` takes recipients from.
+
+    ``Resent-To:``, ``Resent-Cc:`` and ``Resent-Bcc:`` when any ``Resent-``
+    header is present (the message is being re-sent, RFC 5322 section
+    3.6.6), otherwise ``To:``, ``Cc:`` and ``Bcc:``.  Split them into
+    addresses with ``email.utils.getaddresses``.
+    """
+    resent = any(h.name.lower().startswith("resent-") for h in headers)
+    names = RESENT_RECIPIENT_HEADERS if resent else RECIPIENT_HEADERS
+    return [h.unfolded() for h in headers if h.is_(*names)]
+
+
 class HeaderBlockReader:
     """Collect the primary header block from content fed in chunks.
 
@@ -144,7 +162,7 @@ class HeaderBlockReader:
             self._pending.clear()
             self._line(line if self._classify(line) == "body" else line + b"\n")
         if not self.done:
-            self._end(b"", separator=True)
+            self._end(b"", separator=False)     # the message had no body at all
 
     # -- one line ---------------------------------------------------------
     def _classify(self, line: bytes) -> str:

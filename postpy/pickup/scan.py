@@ -106,7 +106,11 @@ class Pickup:
     def _submit(self, fd: int, sub: maildrop.Submission) -> Outcome:
         attrs = dict(sub.attrs)
         attrs.update(origin="pickup", uid=str(sub.uid), rewrite="yes")
-        recipients = [Rcpt(r.address, r.orig, r.orcpt, r.notify) for r in sub.recipients]
+        # ``orig`` (orig_to= in delivery logs) is believed only in files of our
+        # own (postsuper -r requeues queue files into maildrop/).
+        trusted = sub.uid == os.geteuid()
+        recipients = [Rcpt(r.address, r.orig if trusted else "", r.orcpt, r.notify)
+                      for r in sub.recipients]
         settings = self.settings
         try:
             with CleanupClient(settings.cleanup_socket, settings.timeout, settings.max_frame) as client:

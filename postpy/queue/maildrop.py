@@ -26,9 +26,11 @@ helper between an untrusted local user and the queue.  Instead:
   list.  While it is written the file is ``0600`` and has a dot name
   (``.<name>.tmp``) that pickup ignores.
 * **Integrity / completeness**: the writer fsyncs the file, makes it
-  readable, renames it to its final name and fsyncs the directory before
-  ``sendmail`` reports success, so a file with a final name is complete
-  (its ``E`` marker proves it again).  pickup removes it only after
+  readable, renames it to its final name and makes the rename durable
+  before ``sendmail`` reports success, so a file with a final name is
+  complete (its ``E`` marker proves it again).  An ordinary user cannot
+  open ``maildrop/`` to fsync it (no read permission), so the file itself
+  is fsynced again after the rename (see :class:`_MaildropWriter`).  pickup removes it only after
   cleanup answered that the queue file is durable: a crash can duplicate
   a message, never lose one.  While the mail system is down, files wait
   here and pickup picks them up when it starts.
@@ -120,15 +122,41 @@ def check_attr(name: str, value: str) -> str | None:
 
 
 class _MaildropWriter(qfile.QueueFileWriter):
-    """A queue file writer whose finished file pickup (not the owner) can read."""
+    """A queue file writer for a directory the writer may not read.
+
+    Differences from :meth:`QueueFileWriter.finish`: the file is made
+    readable for pickup before it gets its final name, and the rename is
+    made durable without opening ``maildrop/`` (mode 1733: an ordinary user
+    cannot open it to fsync it).  After the rename the file is fsynced
+    again: the rename changed the inode (its ctime), so ext4, XFS and btrfs
+    commit the transaction holding the new name with it.  When the
+    directory can be opened (root, mail_owner) it is fsynced as usual.
+    """
 
     def finish(self) -> str:
+        renamed = False
         try:
+            self._write(qfile.END)
+            os.pwrite(self._fd, b"%0*d" % (qfile.LENGTH_WIDTH, self.length), self._length_at)
             os.fchmod(self._fd, FILE_MODE)
+            os.fsync(self._fd)
+            os.rename(self.tmp_path, self.path)
+            renamed = True
+            try:
+                qfile.fsync_directory(self.directory)
+            except PermissionError:
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
         except BaseException:
             self.abort()
+            if renamed:       # not known to be durable: the caller reports failure
+                try:
+                    os.unlink(self.path)
+                except OSError:
+                    pass
             raise
-        return super().finish()
+        return self.path
 
 
 def _recipient(value: str | qfile.Recipient) -> qfile.Recipient:
