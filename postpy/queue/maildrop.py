@@ -271,37 +271,9 @@ def open_checked(directory: str, name: str) -> tuple[int, os.stat_result]:
     return fd, st
 
 
-def _pread_all(fd: int, length: int, offset: int) -> bytes:
-    parts = []
-    while length > 0:
-        chunk = os.pread(fd, min(length, 1 << 20), offset)
-        if not chunk:
-            break
-        parts.append(chunk)
-        length -= len(chunk)
-        offset += len(chunk)
-    return b"".join(parts)
-
-
 def read_submission(fd: int, st: os.stat_result, name: str) -> Submission:
     """Parse a submission through its descriptor, strictly; CorruptQueueFile if bad."""
-    size = st.st_size
-    head = _pread_all(fd, min(size, 65536), 0)
-    while b"\nM" not in head and len(head) < min(size, qfile.ENVELOPE_LIMIT):
-        more = _pread_all(fd, len(head), len(head))
-        if not more:
-            break
-        head += more
-    # qfile's parser is the one definition of the records; it is given bytes
-    # read from our descriptor so the file is never opened again by name.
-    env = qfile._parse(head, name, envelope_only=True, file_size=size)
-    end = env.content_offset + env.content_length
-    if size - end > TAIL_LIMIT:
-        raise qfile.CorruptQueueFile("too much data after the content")
-    tail = _pread_all(fd, size - end, end)
-    if tail[:len(qfile.END)] != qfile.END:
-        raise qfile.CorruptQueueFile("missing end marker")
-    qfile._parse_log(tail[len(qfile.END):], len(env.recipients))
+    env = qfile.read_envelope_fd(fd, name, tail_limit=TAIL_LIMIT)
     if _has_control(env.sender):
         raise qfile.CorruptQueueFile("control character in sender")
     pending = []

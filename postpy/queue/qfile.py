@@ -315,28 +315,53 @@ def _has_length_record(head: bytes) -> bool:
     return at >= 0 and head.find(b"\n", at + 1) >= 0
 
 
+def _pread(fd: int, length: int, offset: int) -> bytes:
+    parts = []
+    while length > 0:
+        chunk = os.pread(fd, min(length, 1 << 20), offset)
+        if not chunk:
+            break
+        parts.append(chunk)
+        length -= len(chunk)
+        offset += len(chunk)
+    return b"".join(parts)
+
+
+def read_envelope_fd(fd: int, name: str, *, tail_limit: int | None = None) -> Envelope:
+    """Read and check everything but the content bytes, through an open descriptor.
+
+    For readers that must not reopen a file by name (pickup: a user could swap
+    it).  ``tail_limit`` bounds the bytes accepted after the content.
+    """
+    size = os.fstat(fd).st_size
+    head = _pread(fd, min(size, 65536), 0)
+    while not _has_length_record(head) and len(head) < min(size, ENVELOPE_LIMIT):
+        more = _pread(fd, len(head), len(head))
+        if not more:
+            break
+        head += more
+    env = _parse(head, name, envelope_only=True, file_size=size)
+    end = env.content_offset + env.content_length
+    if tail_limit is not None and size - end > tail_limit:
+        raise CorruptQueueFile("too much data after the content")
+    tail = _pread(fd, size - end, end)
+    if tail[:len(END)] != END:
+        raise CorruptQueueFile("missing end marker")
+    env.log = _parse_log(tail[len(END):], len(env.recipients))
+    return env
+
+
 def read_envelope(path: str) -> Envelope:
     """Read and check everything but the content bytes.
 
     Raises CorruptQueueFile for a malformed file, FileNotFoundError when it
     is gone (another process moved it: not an error).
     """
-    queue_id = os.path.basename(path)
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        head = fh.read(65536)
-        while not _has_length_record(head) and len(head) < min(size, ENVELOPE_LIMIT):
-            more = fh.read(len(head))
-            if not more:
-                break
-            head += more
-        env = _parse(head, queue_id, envelope_only=True, file_size=size)
-        fh.seek(env.content_offset + env.content_length)
-        tail = fh.read()
-    if tail[:len(END)] != END:
-        raise CorruptQueueFile("missing end marker")
-    env.log = _parse_log(tail[len(END):], len(env.recipients))
-    return env
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return read_envelope_fd(fd, os.path.basename(path))
+    finally:
+        os.close(fd)
 
 
 def read_content(path: str, env: Envelope, chunk_size: int = 65536) -> Iterator[bytes]:
