@@ -14,20 +14,14 @@ from postpy.util import maillog
 
 
 def format_delay(seconds: float) -> str:
-    """Postfix style: at most two significant digits, no exponent (``0.45``, ``12``, ``0``)."""
-    if seconds <= 0:
+    """Postfix style (delay_logging_resolution_limit = 2): two significant
+    digits, at most two decimals, trailing zeros dropped; under 0.01 is 0."""
+    if seconds < 0.005:
         return "0"
     if seconds >= 10:
         return str(int(round(seconds)))
-    if seconds >= 1:
-        return f"{seconds:.1f}".rstrip("0").rstrip(".")
-    text = f"{seconds:.2g}"
-    if "e" in text:
-        text = f"{seconds:.10f}".rstrip("0")
-        digits = text.split(".")[1]
-        first = len(digits) - len(digits.lstrip("0"))
-        text = "0." + digits[: first + 2]
-    return text
+    decimals = 1 if seconds >= 1 else 2
+    return f"{seconds:.{decimals}f}".rstrip("0").rstrip(".")
 
 
 @dataclass

@@ -66,6 +66,7 @@ class ActiveMessage:
         self.env = env
         self.active_time = time.time()
         self.outstanding = 0
+        self.gone = False          # removed from active/ by someone else (postsuper)
         self.path = os.path.join(ACTIVE, queue_id)
 
 
@@ -227,7 +228,7 @@ class Qmgr:
         return attempted and time.time() - env.arrival >= lifetime
 
     def _expire(self, msg: ActiveMessage, pending: list[qfile.Recipient]) -> None:
-        last = msg.env.last_log()
+        last = {e.index: e for e in msg.env.log if e.action == "delayed"}
         entries = []
         for rcpt in pending:
             entry = last.get(rcpt.index)
@@ -264,8 +265,11 @@ class Qmgr:
                 msg.env.log.extend(entries)
             for status, rcpts in status_changes.items():
                 qfile.set_status(msg.path, rcpts, status)
+        except FileNotFoundError:
+            # postsuper removed or held the message meanwhile: it is gone from here.
+            msg.gone = True
         except OSError as exc:
-            # The queue file is gone or unwritable: an invariant is broken.
+            # The queue file is unwritable: an invariant is broken.
             maillog.fatal(f"{msg.queue_id}: cannot record delivery status in {msg.path}: {exc}")
 
     def _results_for(self, msg: ActiveMessage) -> Callable[[list[RecipientResult]], None]:
@@ -303,6 +307,9 @@ class Qmgr:
         return True
 
     async def _finish(self, msg: ActiveMessage) -> None:
+        if msg.gone or not os.path.exists(msg.path):
+            del self.active[msg.queue_id]
+            return
         await self._notify(msg, "failure", qfile.BOUNCED)
         await self._notify(msg, "success", qfile.SUCCESS)
         pending = msg.env.pending()
