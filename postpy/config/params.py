@@ -177,6 +177,14 @@ PARAMS: tuple[Param, ...] = (
     _P("smtpd_sasl_auth_enable", "bool", "no", "Offer SMTP AUTH."),
     _P("smtpd_tls_auth_only", "bool", "yes", "Offer AUTH only over TLS."),
     _P("smtpd_tls_wrappermode", "bool", "no", "Implicit TLS (port 465)."),
+    _P("smtpd_sasl_type", "str", "passwd-file", "SMTP AUTH password source: passwd-file or dovecot."),
+    _P("smtpd_sasl_path", "str", "private/auth", "Dovecot auth socket (relative to queue_directory, or absolute)."),
+    _P("smtpd_sasl_service", "str", "smtp", "Service name sent to Dovecot's auth server."),
+    _P("smtpd_sasl_password_file", "str", "$config_directory/sasl_passwd", "Password hash file for smtpd_sasl_type = passwd-file (postpy passwd)."),
+    _P("smtpd_sasl_failure_delay", "time", "1s", "Wait before a 535 reply, times the client's recent AUTH failures.", 0),
+    _P("smtpd_sasl_failure_limit", "int", "5", "AUTH failures from one client before it is cut off with 421 (0: no limit).", 0),
+    _P("smtpd_sasl_failure_window", "time", "10m", "How long a failed AUTH counts against its client.", 1),
+    _P("smtpd_sender_login_maps", "list", "", "Tables mapping MAIL FROM addresses to the SASL logins that own them."),
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
