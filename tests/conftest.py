@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -79,8 +80,14 @@ class MTA:
             master_cf = (ROOT / "etc" / "master.cf").read_text()
         master_cf = master_cf.replace("127.0.0.1:2525", f"127.0.0.1:{self.port}").replace("{port}", str(self.port))
         (self.config_dir / "master.cf").write_text(master_cf)
-        (self.config_dir / "aliases").write_text("postmaster: root\n")
+        self.write_aliases("postmaster: root\n")
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_aliases(self, text: str) -> None:
+        """Write etc/aliases and build aliases.lmdb with the real postalias."""
+        path = self.config_dir / "aliases"
+        path.write_text(text)
+        subprocess.run([str(BIN / "postalias"), str(path)], check=True, capture_output=True, timeout=30)
 
     def write_main_cf(self, params: dict[str, str]) -> None:
         self.params = dict(params)
@@ -200,3 +207,34 @@ def shared_dir() -> Iterator[Path]:
     os.chmod(path, 0o1777)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def area() -> Iterator[Path]:
+    """Homes, spool and scratch files every uid can reach."""
+    path = Path(tempfile.mkdtemp(prefix="postpy-local-it-"))
+    os.chmod(path, 0o755)
+    for sub, mode in (("home", 0o755), ("mail", 0o775), ("shared", 0o1777)):
+        (path / sub).mkdir()
+        os.chmod(path / sub, mode)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def unix_users(area: Path) -> Iterator[Callable[[], pwd.struct_passwd]]:
+    created: list[str] = []
+
+    def make() -> pwd.struct_passwd:
+        name = "pt" + secrets.token_hex(4)
+        home = area / "home" / name
+        subprocess.run(["useradd", "-m", "-d", str(home), "-s", "/bin/sh", "-U", name],
+                       check=True, capture_output=True)
+        created.append(name)
+        os.chmod(home, 0o755)
+        return pwd.getpwnam(name)
+
+    yield make
+    for name in created:
+        subprocess.run(["userdel", name], capture_output=True)
+        subprocess.run(["groupdel", name], capture_output=True)

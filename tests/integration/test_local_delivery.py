@@ -13,13 +13,8 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import secrets
-import shutil
 import stat
-import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,37 +27,6 @@ root_only = pytest.mark.skipif(not IS_ROOT, reason="needs root to create Unix us
 
 DOMAIN = "test.example"
 BODY = b"Subject: local test\n\nFrom the body\nline two\n"
-
-
-@pytest.fixture
-def area() -> Iterator[Path]:
-    """Homes, spool and scratch files every uid can reach."""
-    path = Path(tempfile.mkdtemp(prefix="postpy-local-it-"))
-    os.chmod(path, 0o755)
-    for sub, mode in (("home", 0o755), ("mail", 0o775), ("shared", 0o1777)):
-        (path / sub).mkdir()
-        os.chmod(path / sub, mode)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def unix_users(area: Path) -> Iterator[Callable[[], pwd.struct_passwd]]:
-    created: list[str] = []
-
-    def make() -> pwd.struct_passwd:
-        name = "pt" + secrets.token_hex(4)
-        home = area / "home" / name
-        subprocess.run(["useradd", "-m", "-d", str(home), "-s", "/bin/sh", "-U", name],
-                       check=True, capture_output=True)
-        created.append(name)
-        os.chmod(home, 0o755)
-        return pwd.getpwnam(name)
-
-    yield make
-    for name in created:
-        subprocess.run(["userdel", name], capture_output=True)
-        subprocess.run(["groupdel", name], capture_output=True)
 
 
 def start(mta_factory, area: Path, aliases: str = "", **params: str):
