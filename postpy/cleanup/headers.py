@@ -39,7 +39,7 @@ import re
 from dataclasses import dataclass
 from email.utils import formataddr, getaddresses
 
-from postpy.cleanup.envelope import CheckedEnvelope, Refusal, add_recipient
+from postpy.cleanup.envelope import CheckedEnvelope, Refusal, add_recipient, qualify
 from postpy.mail.headers import (
     Header,
     HeaderBlockReader,
@@ -83,6 +83,11 @@ def extract_recipients(headers: list[Header], env: CheckedEnvelope, myorigin: st
     for _name, address in getaddresses(recipient_header_values(headers)):
         address = address.strip()
         if not address or _CONTROL.search(address) or " " in address:
+            continue
+        # An address already in the envelope (from the command line, with or
+        # without DSN options) is not added a second time.
+        if any(r.address.lower() in (address.lower(), qualify(address, myorigin).lower())
+               for r in env.recipients):
             continue
         add_recipient(env.recipients, address, myorigin)
     return [h for h in headers if not h.is_(*BCC_HEADERS)]

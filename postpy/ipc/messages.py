@@ -149,3 +149,23 @@ class BounceResult:
     status: str             # "ok" | "temp"
     queue_id: str = ""      # of the notice, when one was sent
     text: str = ""
+
+
+# -- showq (postqueue -p/-j, mailq) ----------------------------------------------
+# postqueue connects to public/showq and sends ShowqRequest; showq checks the
+# client's uid (SO_PEERCRED) and answers ShowqReply, then, when "ok", one D
+# frame per batch of listing lines (postqueue -j JSON, one per message, see
+# postpy.mail.queue_listing) and an E frame.
+
+
+@message("showq_request")
+@dataclass
+class ShowqRequest:
+    format: str = "json"    # the only format: JSON lines; postqueue formats text itself
+
+
+@message("showq_reply")
+@dataclass
+class ShowqReply:
+    status: str             # "ok" | "denied" | "error"
+    text: str = ""          # why not, for postqueue's fatal message

@@ -92,6 +92,9 @@ class Qmgr:
             data = await asyncio.wait_for(reader.read(1024), 5)
         except TimeoutError:
             return
+        if not self._may_flush(writer):
+            data = b"\n".join(line.replace(b"F", b"") for line in data.split(b"\n")
+                               if line[:1] not in (b"I", b"S"))
         for line in data.split(b"\n"):
             if line[:1] == b"I":
                 self.flush_ids.add(line[1:].decode("ascii", "replace").strip())
@@ -107,6 +110,23 @@ class Qmgr:
                 if byte == ord("F"):
                     self.flush_all = True
         self.wake.set()
+
+    def _may_flush(self, writer: Any) -> bool:
+        """Flush requests (F, I, S) only from authorized_flush_users (SO_PEERCRED);
+        anyone may ask for a scan of incoming, which is harmless."""
+        from postpy.mail.authorized import AccessError, peer_uid, privileged_uids, uid_allowed
+
+        sock = writer.get_extra_info("socket")
+        try:
+            uid = peer_uid(sock)
+            allowed = uid_allowed(self.cfg.get_list("authorized_flush_users"), uid,
+                                  privileged=(*privileged_uids(self.cfg.get("mail_owner")), os.getuid()))
+        except (OSError, AccessError) as exc:
+            maillog.warning(f"flush request: cannot check the client: {exc}")
+            return False
+        if not allowed:
+            maillog.warning(f"flush request from uid {uid} refused: not in authorized_flush_users")
+        return allowed
 
     # -- moving files in ------------------------------------------------------
     def _activate(self, queue: str, queue_id: str) -> None:

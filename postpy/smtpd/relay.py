@@ -212,7 +212,9 @@ class RelayPolicy:
 
     def lookup_keys(self, local: str, domain: str) -> list[str]:
         """Keys tried in local_recipient_maps: ``user+ext@domain``, ``user+ext``,
-        then without the extension, then ``@domain``."""
+        then without the extension, then ``@domain``; all in lower case, as
+        Postfix looks them up (``Root`` is ``root``, in passwd too)."""
+        local, domain = local.lower(), domain.lower()
         locals_ = [local]
         if self.recipient_delimiter:
             cut = min((i for i, ch in enumerate(local) if ch in self.recipient_delimiter),

@@ -138,8 +138,8 @@ def forbidden_command(hostname: str) -> Reply:
     return R(421, f"4.7.0 {hostname} Error: I can break rules, too. Goodbye.")
 
 
-def shutting_down(hostname: str) -> Reply:
-    return R(421, f"4.3.2 {hostname} Service shutting down, closing transmission channel")
+def internal_error(hostname: str) -> Reply:
+    return R(421, f"4.3.0 {hostname} Error: internal server error, closing connection")
 
 
 def relay_denied(address: str) -> Reply:
@@ -157,10 +157,6 @@ def user_unknown(address: str) -> Reply:
 
 def lookup_failure(address: str) -> Reply:
     return R(451, f"4.3.0 <{address}>: Temporary lookup failure")
-
-
-def domain_not_found(address: str) -> Reply:
-    return R(450, f"4.1.2 <{address}>: Recipient address rejected: Domain not found")
 
 
 def from_cleanup(status: str, dsn_text: str) -> Reply:

@@ -120,3 +120,27 @@ def test_qmgr_restart_takes_up_active_messages(mta_factory, shared_dir):
     os.kill(qmgr_pid, signal.SIGKILL)
     mta.wait_log(rf"{queue_id}: removed", 20)
     assert journal_lines(journal) == [f"{queue_id} todo@x.example"]
+
+
+def test_flush_refused_for_unauthorized_user(mta_factory, shared_dir):
+    import pytest
+    if not IS_ROOT:
+        pytest.skip("needs root to act as another uid")
+    journal = shared_dir / "journal"
+    mta = mta_factory(master_cf=qmgr_cf(str(journal)), authorized_flush_users="root",
+                      minimal_backoff_time="300s")
+    queue_id = inject(mta, ["defer@mx.test.example"])
+    wait_for(lambda: queue_id in mta.queue_ids("deferred"), 10, "message deferred")
+    nobody = pwd.getpwnam("nobody")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            send_trigger(str(mta.queue_dir / "public" / "qmgr"), FLUSH)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    mta.wait_log(rf"flush request from uid {nobody.pw_uid} refused")
+    send_trigger(str(mta.queue_dir / "public" / "qmgr"), FLUSH)          # root may
+    wait_for(lambda: mta.log().count(f"{queue_id}: from=<") == 2, 10, "flushed by root")

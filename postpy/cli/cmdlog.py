@@ -1,0 +1,69 @@
+"""Diagnostics of the mail commands (sendmail, mailq, postqueue).
+
+One line on stderr per problem, ``program: fatal: text`` or ``program:
+warning: text``, also logged (Postfix's commands log their fatal errors
+too).  Logging is set up only when there is something to say, so a
+successful ``sendmail`` opens no log at all; when ``maillog_file`` is not
+writable by the user running the command (an ordinary user and a root-owned
+log), the line goes to syslog instead of complaining about the file.
+
+Imported by ``sendmail``: keep it cheap.
+"""
+
+from __future__ import annotations
+
+import os
+
+from postpy.util import maillog
+
+_state: dict[str, object] = {"program": "postpy", "cfg": None, "ready": False}
+
+
+def init(program: str, cfg: object | None = None) -> None:
+    """Name the program (and, once loaded, its configuration)."""
+    _state["program"] = program
+    _state["cfg"] = cfg
+    _state["ready"] = False
+
+
+def _setup() -> None:
+    if _state["ready"]:
+        return
+    _state["ready"] = True
+    program = str(_state["program"])
+    cfg = _state["cfg"]
+    if cfg is None:
+        maillog.setup(program, stderr=True)
+        return
+    try:
+        get = cfg.get  # type: ignore[attr-defined]
+        logfile = get("maillog_file")
+        if logfile and not (os.access(logfile, os.W_OK)
+                            or (not os.path.exists(logfile)
+                                and os.access(os.path.dirname(logfile) or ".", os.W_OK))):
+            logfile = ""
+        maillog.setup(program, syslog_name=get("syslog_name"), maillog_file=logfile,
+                      facility=get("syslog_facility"), hostname=get("myhostname"), stderr=True)
+    except Exception:           # a broken main.cf must not hide the real error
+        maillog.setup(program, stderr=True)
+
+
+def fatal(text: str, status: int) -> int:
+    """Report ``fatal: text``; return ``status`` for the caller to exit with."""
+    _setup()
+    try:
+        maillog.fatal(text, status)
+    except SystemExit:
+        pass
+    return status
+
+
+def warning(text: str) -> None:
+    _setup()
+    maillog.warning(text)
+
+
+def info(text: str) -> None:
+    """Log only (no stderr echo)."""
+    _setup()
+    maillog.info(text)

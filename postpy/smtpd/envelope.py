@@ -1,0 +1,87 @@
+"""MAIL FROM and RCPT TO: the envelope of one mail transaction.
+
+MAIL (RFC 5321 section 4.1.1.2) starts a transaction after these checks,
+in order: no transaction open (503), STARTTLS done when
+``smtpd_tls_security_level = encrypt`` (530), syntax and parameters
+(501/555, see :mod:`postpy.smtpd.commands`), a non-ASCII address only with
+SMTPUTF8 (553, RFC 6531 section 3.4), ``SIZE`` within
+``message_size_limit`` (552, RFC 1870), and enough free space in the queue
+file system for ``queue_minfree`` plus the declared size (452).
+
+RCPT (section 4.1.1.3) adds one recipient after: a transaction open (503),
+syntax and DSN parameters, SMTPUTF8, ``smtpd_recipient_limit`` (452), then
+the relay restrictions and local recipient validation of
+:mod:`postpy.smtpd.relay`.  Policy rejects are logged as
+``NOQUEUE: reject: RCPT from ...`` lines.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from postpy.ipc.messages import Rcpt
+from postpy.smtpd import replies
+from postpy.smtpd.commands import CommandError, mail_params, parse_mail, parse_rcpt, rcpt_params
+from postpy.smtpd.replies import Reply
+from postpy.smtpd.state import Transaction
+
+if TYPE_CHECKING:
+    from postpy.smtpd.session import Session
+
+
+def enough_space(path: str, minfree: int, size: int) -> bool:
+    """Is there room for a message of ``size`` bytes and ``queue_minfree`` more?"""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return True     # cannot tell: let cleanup find out
+    return st.f_bavail * st.f_frsize >= minfree + size
+
+
+async def mail_cmd(s: Session, arg: str) -> Reply:
+    if s.txn.sender is not None:
+        return replies.NESTED_MAIL
+    if s.settings.tls_level == "encrypt" and not s.channel.tls_active:
+        s.log_reject("MAIL", replies.TLS_REQUIRED)
+        return replies.TLS_REQUIRED
+    try:
+        path = parse_mail(arg)
+        params = mail_params(path.params, smtputf8_enable=s.settings.smtputf8_enable)
+    except CommandError as exc:
+        return exc.reply
+    if not params.smtputf8 and not path.address.isascii():
+        return replies.UTF8_REQUIRED
+    limit = s.settings.message_size_limit
+    if params.size is not None and limit and params.size > limit:
+        s.log_reject("MAIL", replies.TOO_BIG)
+        return replies.TOO_BIG
+    if not enough_space(s.settings.queue_path, s.settings.queue_minfree, params.size or 0):
+        s.log_reject("MAIL", replies.NO_STORAGE)
+        return replies.NO_STORAGE
+    s.txn = Transaction(sender=path.address, mail=params)
+    return replies.MAIL_OK
+
+
+async def rcpt_cmd(s: Session, arg: str) -> Reply:
+    txn = s.txn
+    if txn.sender is None:
+        return replies.NEED_MAIL
+    if txn.bdat is not None:
+        return replies.R(503, "5.5.1 Error: RCPT not allowed during BDAT transfer")
+    txn.rcpt_tried += 1
+    try:
+        path = parse_rcpt(arg)
+        params = rcpt_params(path.params)
+    except CommandError as exc:
+        return exc.reply
+    if not txn.mail.smtputf8 and not path.address.isascii():
+        return replies.UTF8_REQUIRED
+    if len(txn.recipients) >= s.settings.recipient_limit:
+        return replies.TOO_MANY_RCPTS
+    verdict = s.settings.relay.check(s.recipient(path.written, path.address))
+    if verdict is not None:
+        s.log_reject("RCPT", verdict, recipient=path.written)
+        return verdict
+    txn.recipients.append(Rcpt(address=path.address, orcpt=params.orcpt, notify=params.notify))
+    return replies.RCPT_OK

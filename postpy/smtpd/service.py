@@ -1,0 +1,108 @@
+"""smtpd: the SMTP server (RFC 5321), Postfix's smtpd(8) in postpy.
+
+Started by master for an ``inet`` service in master.cf (``127.0.0.1:2525 inet
+n - n - - smtpd`` in the embedded default).  It reads from the network and
+writes nothing to disk: every accepted message is streamed to cleanup over
+``private/cleanup`` (:mod:`postpy.smtpd.handoff`), which writes the queue
+file.  It runs as ``mail_owner`` (after the skeleton's privilege drop),
+inside the queue directory, optionally chrooted there; the TLS key is
+loaded before the drop.
+
+Why asyncio: an SMTP session spends nearly all of its time waiting for
+the client (or for cleanup's fsync).  One event loop holds hundreds of
+such sessions in one process for the memory of their buffers, with no
+locking between them, where threads would cost a stack each and a
+process per client would cost a Python start-up each.  The work that does
+block (a pwd or lmdb lookup at RCPT, statvfs at MAIL) takes microseconds.
+master still runs several smtpd processes (``maxproc``) when one reports
+itself busy, so a CPU-bound client cannot starve everyone.
+
+Modules: :mod:`~postpy.smtpd.session` (command loop and small commands),
+:mod:`~postpy.smtpd.envelope` (MAIL, RCPT), :mod:`~postpy.smtpd.transfer`
+(DATA, BDAT), :mod:`~postpy.smtpd.data` (end-of-data detection,
+dot-unstuffing, bare CR/LF), :mod:`~postpy.smtpd.commands` (parsing),
+:mod:`~postpy.smtpd.relay` (mynetworks, relay control, local recipients),
+:mod:`~postpy.smtpd.replies`, :mod:`~postpy.smtpd.events` (log lines),
+:mod:`~postpy.smtpd.channel` (client I/O and STARTTLS),
+:mod:`~postpy.smtpd.settings`, :mod:`~postpy.smtpd.tls`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+
+from postpy.server import skeleton
+from postpy.smtpd import events, replies
+from postpy.smtpd.channel import Channel
+from postpy.smtpd.relay import parse_ip
+from postpy.smtpd.session import Session
+from postpy.smtpd.settings import Settings, SettingsError
+from postpy.smtpd.state import Client
+from postpy.util import maillog
+
+SETTINGS_KEY = "smtpd"
+
+
+def client_from(writer: asyncio.StreamWriter, settings: Settings) -> Client:
+    """Who is connected.  Loopback is ``localhost``; anything else is
+    ``unknown`` because smtpd does no DNS (Postfix logs ``unknown`` too
+    when it has no verified name).  A unix-socket client is local."""
+    peer = writer.get_extra_info("peername")
+    sock = writer.get_extra_info("sockname")
+    if not isinstance(peer, tuple) or len(peer) < 2:
+        addr, port, server = "127.0.0.1", "", ""
+    else:
+        ip = parse_ip(str(peer[0]))
+        addr = str(ip) if ip is not None else str(peer[0])
+        port = str(peer[1])
+        server_ip = parse_ip(str(sock[0])) if isinstance(sock, tuple) and sock else None
+        server = str(server_ip) if server_ip is not None else ""
+    ip = parse_ip(addr)
+    name = "localhost" if isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address) \
+        and ip.is_loopback else "unknown"
+    return Client(name=name, addr=addr, port=port, server_addr=server,
+                  trusted=settings.mynetworks.matches(addr))
+
+
+async def serve_client(settings: Settings, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter, service: str = "smtpd") -> None:
+    """One SMTP session on an accepted connection."""
+    client = client_from(writer, settings)
+    channel = Channel(reader, writer, settings.timeout)
+    session = Session(settings, channel, client)
+    clients = settings.clients
+    clients[client.addr] += 1
+    try:
+        refuse = None
+        count = clients[client.addr]
+        limit = settings.connection_limit
+        if limit and count > limit and not settings.connection_limit_exceptions.matches(client.addr):
+            events.too_many_connections(client.label, count, service)
+            refuse = replies.too_many_connections(settings.hostname, client.addr)
+        await session.run(refuse)
+    finally:
+        clients[client.addr] -= 1
+        if clients[client.addr] <= 0:
+            del clients[client.addr]
+
+
+def load_settings(ctx: skeleton.ServerContext) -> None:
+    """Before the privilege drop: read the configuration and the TLS key."""
+    try:
+        settings = Settings.from_config(ctx.cfg)
+    except SettingsError as exc:
+        maillog.fatal(str(exc))
+    for text in settings.warnings:
+        maillog.warning(text)
+    ctx.extra[SETTINGS_KEY] = settings
+
+
+async def handle(ctx: skeleton.ServerContext, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+    await serve_client(ctx.extra[SETTINGS_KEY], reader, writer, ctx.service)
+
+
+def main() -> None:
+    ctx = skeleton.prepare("smtpd", before_jail=load_settings)
+    skeleton.run_async_server(ctx, handle)

@@ -1,0 +1,271 @@
+"""One SMTP session: the command loop, the session state, the small commands.
+
+A :class:`Session` reads command lines from its :class:`Channel`, looks
+the verb up in one explicit table (:data:`HANDLERS`), and sends back the
+handler's :class:`Reply`.  State, per RFC 5321 section 4.1.4:
+
+- ``helo``/``esmtp``: set by HELO/EHLO; reset (EHLO needed again) by a
+  successful STARTTLS (RFC 3207 section 4.2).
+- ``txn``: the mail transaction, begun by MAIL, grown by RCPT, ended by
+  DATA/BDAT LAST, RSET, HELO/EHLO or STARTTLS.
+- ``errors``: every 4xx/5xx reply counts.  Past ``smtpd_soft_error_limit``
+  each error reply waits ``smtpd_error_sleep_time``; at
+  ``smtpd_hard_error_limit`` the session ends with 421 (Postfix's tarpit).
+- ``counts``: per command [succeeded, total], for the disconnect log line.
+
+MAIL/RCPT live in :mod:`postpy.smtpd.envelope`, DATA/BDAT in
+:mod:`postpy.smtpd.transfer`; the rest are here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from postpy.mail.address import AddressError, parse_path
+from postpy.smtpd import envelope, events, replies, tls, transfer
+from postpy.smtpd.channel import Channel, ClientGone, ClientTimeout
+from postpy.smtpd.commands import decode_line, parse_command
+from postpy.smtpd.relay import Recipient
+from postpy.smtpd.replies import Reply
+from postpy.smtpd.settings import Settings
+from postpy.smtpd.state import Client, Transaction
+from postpy.util import maillog
+
+NOT_IMPLEMENTED = frozenset({"AUTH", "ETRN", "EXPN", "TURN", "ATRN", "XCLIENT", "XFORWARD"})
+
+
+Handler = Callable[["Session", str], Awaitable[Reply | None]]
+
+
+class Session:
+    def __init__(self, settings: Settings, channel: Channel, client: Client) -> None:
+        self.settings = settings
+        self.channel = channel
+        self.client = client
+        self.helo = ""
+        self.esmtp = False
+        self.txn = Transaction()
+        self.errors = 0
+        self.counts: dict[str, list[int]] = {}
+        self.after = "CONNECT"          # for "lost connection after X"
+        self.quit = False
+        self.reject_bare_lf = (settings.bare_newline == "reject"
+                               and not settings.bare_newline_exclusions.matches(client.addr))
+
+    # -- state --------------------------------------------------------------
+    @property
+    def protocol(self) -> str:
+        base = "ESMTP" if self.esmtp else "SMTP"
+        return base + "S" if self.channel.tls_active else base
+
+    def reset(self) -> None:
+        """End the transaction (RSET); a half-sent BDAT message is dropped."""
+        if self.txn.bdat is not None:
+            self.txn.bdat.abort()
+        self.txn = Transaction()
+
+    def send(self, reply: Reply) -> None:
+        """Queue a reply ahead of the command's final one (354, 220 for TLS)."""
+        self.channel.reply(reply)
+
+    def log_reject(self, stage: str, reply: Reply, *, recipient: str | None = None,
+                   queue_id: str = "NOQUEUE") -> None:
+        events.reject(stage, self.client.label, reply, queue_id=queue_id, sender=self.txn.sender,
+                      recipient=recipient, proto=self.protocol, helo=self.helo)
+
+    def _count(self, name: str, ok: bool) -> None:
+        entry = self.counts.setdefault(name, [0, 0])
+        entry[0] += ok
+        entry[1] += 1
+
+    # -- the loop -----------------------------------------------------------
+    async def run(self, refuse: Reply | None = None) -> None:
+        label = self.client.label
+        events.connect(label)
+        try:
+            if refuse is not None:
+                self.channel.reply(refuse)
+                return
+            if self.settings.tls_wrappermode and self.settings.tls_context is not None:
+                await self._handshake()
+            self.channel.reply(replies.greeting(self.settings.banner))
+            while not self.quit:
+                if self.errors >= self.settings.hard_error_limit:
+                    self.channel.reply(replies.too_many_errors(self.settings.hostname))
+                    events.too_many_errors(self.after, label)
+                    break
+                line = await self.channel.read_line(self.settings.command_line_limit)
+                if line is None:
+                    self.after = "UNKNOWN"
+                    self._count("unknown", False)
+                    await self._respond(replies.LINE_TOO_LONG)
+                    continue
+                await self._command(line)
+        except ClientTimeout:
+            self.channel.reply(replies.timeout(self.settings.hostname))
+            events.timeout(self.after, label)
+        except ClientGone:
+            events.lost_connection(self.after, label)
+        except Exception as exc:    # a bug must cost one session, not the process
+            maillog.warning(f"{type(exc).__name__} after {self.after} from {label}: {exc}")
+            self.channel.reply(replies.internal_error(self.settings.hostname))
+        finally:
+            self.reset()
+            await self.channel.close()
+            events.disconnect(label, self.counts)
+
+    async def _command(self, line: bytes) -> None:
+        crlf = line.endswith(b"\r\n")
+        text = decode_line(line[:-2] if crlf else line[:-1])
+        command = parse_command(text)
+        handler = HANDLERS.get(command.verb)
+        name = command.verb.lower() if handler is not None else "unknown"
+        self.after = command.verb if handler is not None else "UNKNOWN"
+        if not crlf and self.reject_bare_lf:
+            reply: Reply | None = replies.BARE_LF
+        elif handler is None:
+            reply = self._unknown(command.verb, text)
+        else:
+            try:
+                reply = await handler(self, command.arg)
+            except (ClientGone, ClientTimeout):
+                self._count(name, False)
+                raise
+        self._count(name, reply is None or not reply.is_error)
+        if reply is not None:
+            await self._respond(reply)
+
+    def _unknown(self, verb: str, text: str) -> Reply:
+        if not verb:
+            return replies.BAD_SYNTAX
+        if verb in self.settings.forbidden_commands or not verb[0].isascii() or not verb[0].isalpha():
+            maillog.warning(f"non-SMTP command from {self.client.label}: {text[:100]}")
+            self.quit = True
+            return replies.forbidden_command(self.settings.hostname)
+        if verb in NOT_IMPLEMENTED:
+            return replies.NOT_IMPLEMENTED
+        return replies.UNKNOWN_COMMAND
+
+    async def _respond(self, reply: Reply) -> None:
+        if reply.is_error:
+            self.errors += 1
+            if self.errors > self.settings.soft_error_limit and self.settings.error_sleep > 0:
+                await self.channel.flush()
+                await asyncio.sleep(self.settings.error_sleep)
+        self.channel.reply(reply)
+
+    async def _handshake(self) -> None:
+        assert self.settings.tls_context is not None
+        try:
+            await self.channel.start_tls(self.settings.tls_context, self.settings.starttls_timeout)
+        except ClientGone as exc:
+            events.tls_failed(self.client.label, str(exc))
+            raise
+        events.tls_established(self.client.label, tls.describe(self.channel.tls_object()))
+
+    def recipient(self, written: str, address: str) -> Recipient:
+        return Recipient(written=written, address=address, client_addr=self.client.addr,
+                         server_addr=self.client.server_addr, trusted=self.client.trusted)
+
+
+# -- the small commands ---------------------------------------------------------
+
+async def helo_cmd(s: Session, arg: str) -> Reply:
+    if not arg.strip():
+        return replies.SYNTAX_HELO
+    s.reset()
+    s.helo, s.esmtp = arg.strip(), False
+    return replies.helo_ok(s.settings.hostname)
+
+
+async def ehlo_cmd(s: Session, arg: str) -> Reply:
+    if not arg.strip():
+        return replies.SYNTAX_EHLO
+    s.reset()
+    s.helo, s.esmtp = arg.strip(), True
+    cfg = s.settings
+    keywords = ["PIPELINING",
+                f"SIZE {cfg.message_size_limit}" if cfg.message_size_limit else "SIZE"]
+    if not cfg.disable_vrfy:
+        keywords.append("VRFY")
+    if cfg.tls_context is not None and not s.channel.tls_active:
+        keywords.append("STARTTLS")
+    keywords += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
+    if cfg.smtputf8_enable:
+        keywords.append("SMTPUTF8")
+    keywords.append("CHUNKING")
+    return replies.ehlo_ok(cfg.hostname, keywords)
+
+
+async def rset_cmd(s: Session, arg: str) -> Reply:
+    if arg.strip():
+        return replies.SYNTAX_RSET
+    s.reset()
+    return replies.OK
+
+
+async def noop_cmd(s: Session, arg: str) -> Reply:
+    return replies.OK
+
+
+async def quit_cmd(s: Session, arg: str) -> Reply:
+    if arg.strip():
+        return replies.SYNTAX_QUIT
+    s.quit = True
+    return replies.BYE
+
+
+async def help_cmd(s: Session, arg: str) -> Reply:
+    verbs = [v for v in HANDLERS if v != "STARTTLS" or s.settings.tls_context is not None]
+    return replies.help_text(verbs)
+
+
+async def vrfy_cmd(s: Session, arg: str) -> Reply:
+    if s.settings.disable_vrfy:
+        return replies.VRFY_DISABLED
+    written = arg.strip()
+    if written.startswith("<") and written.endswith(">"):
+        written = written[1:-1]
+    if not written:
+        return replies.SYNTAX_VRFY
+    try:
+        address = parse_path(written, utf8=True, allow_null=False)
+    except AddressError:
+        return replies.BAD_RECIPIENT
+    verdict = s.settings.relay.unlisted(s.recipient(written, address))
+    if verdict is not None:
+        s.log_reject("VRFY", verdict, recipient=written)
+        return verdict
+    return replies.vrfy_ok(written)
+
+
+async def starttls_cmd(s: Session, arg: str) -> Reply | None:
+    if arg.strip():
+        return replies.SYNTAX_STARTTLS
+    if s.channel.tls_active:
+        return replies.TLS_ACTIVE
+    if s.settings.tls_context is None:
+        return replies.TLS_UNAVAILABLE if s.settings.tls_level == "encrypt" else replies.NOT_IMPLEMENTED
+    s.send(replies.READY_TLS)
+    await s._handshake()
+    # RFC 3207 section 4.2: forget everything learned before TLS.
+    s.reset()
+    s.helo, s.esmtp = "", False
+    return None
+
+
+HANDLERS: dict[str, Handler] = {
+    "HELO": helo_cmd,
+    "EHLO": ehlo_cmd,
+    "STARTTLS": starttls_cmd,
+    "MAIL": envelope.mail_cmd,
+    "RCPT": envelope.rcpt_cmd,
+    "DATA": transfer.data_cmd,
+    "BDAT": transfer.bdat_cmd,
+    "RSET": rset_cmd,
+    "NOOP": noop_cmd,
+    "VRFY": vrfy_cmd,
+    "HELP": help_cmd,
+    "QUIT": quit_cmd,
+}

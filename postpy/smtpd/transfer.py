@@ -1,0 +1,197 @@
+"""DATA and BDAT: move the message content from the client to cleanup.
+
+Both open the cleanup conversation (:mod:`postpy.smtpd.handoff`) with the
+envelope, stream the content while the client sends it, and answer
+``250 2.0.0 Ok: queued as ID`` only after cleanup reported the queue file
+durable.  Whatever goes wrong (too large, bare LF under the ``reject``
+policy, cleanup trouble, the client vanishing) aborts the handoff, so
+nothing is queued, and a message is never half accepted.
+
+DATA (RFC 5321 section 4.1.1.4): ``354``, then the content up to
+``<CR><LF>.<CR><LF>`` as read by :class:`postpy.smtpd.data.DotReader`.  A
+problem found mid-way does not stop the reading: the rest of the content
+is read and dropped, so what follows the end marker is taken as commands
+exactly as the client meant it, and only then the error is sent.
+
+BDAT (RFC 3030): each ``BDAT n`` is followed by exactly n bytes, which are
+always read, even when the command is refused (the client does not wait
+for a reply before sending them).  After a failed chunk, the following
+chunks of the same message get the same error; ``BDAT n LAST`` ends the
+transaction either way.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from postpy.ipc.messages import CleanupEnvelope
+from postpy.smtpd import events, replies, tls
+from postpy.smtpd.commands import CommandError, parse_bdat
+from postpy.smtpd.data import DotReader
+from postpy.smtpd.handoff import Handoff, HandoffError
+from postpy.smtpd.replies import Reply
+from postpy.smtpd.state import BdatState
+from postpy.util import maillog
+
+if TYPE_CHECKING:
+    from postpy.smtpd.session import Session
+
+
+def build_envelope(s: Session) -> CleanupEnvelope:
+    client, mail = s.client, s.txn.mail
+    attrs = {
+        "origin": "smtpd", "client_name": client.name, "client_addr": client.addr,
+        "client_port": client.port, "helo": s.helo, "protocol": s.protocol,
+        "tls": tls.describe(s.channel.tls_object()) if s.channel.tls_active else "",
+        "envid": mail.envid, "ret": mail.ret, "body": mail.body,
+        "smtputf8": "yes" if mail.smtputf8 else "",
+        "rewrite": "yes" if s.settings.rewrite_all or (
+            s.settings.rewrite_mynetworks and client.trusted) else "",
+    }
+    return CleanupEnvelope(sender=s.txn.sender or "", recipients=list(s.txn.recipients),
+                           attrs={k: v for k, v in attrs.items() if v})
+
+
+def _precheck(s: Session) -> Reply | None:
+    """Is there a transaction with recipients to send content for?"""
+    if s.txn.sender is None:
+        return replies.NEED_RCPT
+    if not s.txn.recipients:
+        return replies.NO_VALID_RCPT if s.txn.rcpt_tried else replies.NEED_RCPT
+    return None
+
+
+async def _open(s: Session) -> Handoff | Reply:
+    cfg = s.settings
+    try:
+        handoff = await Handoff.open(cfg.cleanup_path, build_envelope(s),
+                                     timeout=cfg.ipc_timeout, max_frame=cfg.ipc_max_frame)
+    except HandoffError as exc:
+        maillog.warning(str(exc))
+        return replies.WRITE_ERROR
+    events.client_line(handoff.queue_id, s.client.label)
+    return handoff
+
+
+async def _finish(s: Session, handoff: Handoff) -> Reply:
+    try:
+        result = await handoff.finish()
+    except HandoffError as exc:
+        maillog.warning(str(exc))
+        return replies.WRITE_ERROR
+    if result.status == "ok":
+        return replies.queued(result.queue_id or handoff.queue_id)
+    reply = replies.from_cleanup(result.status, result.reply)
+    s.log_reject("END-OF-MESSAGE", reply, queue_id=handoff.queue_id)
+    return reply
+
+
+def _too_big(s: Session, size: int) -> bool:
+    limit = s.settings.message_size_limit
+    return bool(limit) and size > limit
+
+
+async def data_cmd(s: Session, arg: str) -> Reply:
+    if arg.strip():
+        return replies.SYNTAX_DATA
+    if s.txn.bdat is not None:
+        return replies.DATA_AFTER_BDAT
+    problem = _precheck(s)
+    if problem is not None:
+        return problem
+    opened = await _open(s)
+    if isinstance(opened, Reply):
+        return opened
+    handoff = opened
+    s.send(replies.START_DATA)
+    reader = DotReader(s.settings.line_length_limit)
+    failure: Reply | None = None
+    try:
+        while not reader.done:
+            content = reader.feed(await s.channel.read_chunk())
+            if failure is not None or not content:
+                continue
+            if _too_big(s, handoff.size + len(content)):
+                failure = replies.TOO_BIG
+                handoff.abort()
+                continue
+            try:
+                await handoff.write(content)
+            except HandoffError as exc:
+                maillog.warning(str(exc))
+                failure = replies.WRITE_ERROR
+    except BaseException:
+        handoff.abort()
+        s.after = f"DATA ({reader.received} bytes)"
+        raise
+    s.channel.unread(reader.rest)
+    s.after = "END-OF-MESSAGE"
+    if failure is None and reader.bare_lf and s.reject_bare_lf:
+        failure = replies.BARE_LF
+    if failure is not None:
+        handoff.abort()
+        s.log_reject("END-OF-MESSAGE", failure, queue_id=handoff.queue_id)
+        s.reset()
+        return failure
+    reply = await _finish(s, handoff)
+    s.reset()
+    return reply
+
+
+async def bdat_cmd(s: Session, arg: str) -> Reply:
+    try:
+        size, last = parse_bdat(arg)
+    except CommandError as exc:
+        return exc.reply    # the size is unknown, so nothing can be skipped
+    state = s.txn.bdat
+    refused: Reply | None = None
+    if state is None:
+        refused = _precheck(s)
+        if refused is None:
+            opened = await _open(s)
+            if isinstance(opened, Reply):
+                refused = opened
+            else:
+                state = s.txn.bdat = BdatState(opened)
+    elif state.failure is not None:
+        refused = state.failure
+    s.after = "BDAT"
+    async for piece in s.channel.read_counted(size):
+        if refused is not None or state is None or state.failure is not None:
+            continue
+        content = state.decoder.feed(piece)
+        state.size += len(content)
+        if _too_big(s, state.size):
+            state.failure = replies.TOO_BIG
+            state.abort()
+            continue
+        try:
+            await state.handoff.write(content)
+        except HandoffError as exc:
+            maillog.warning(str(exc))
+            state.failure = replies.WRITE_ERROR
+    if refused is None and state is not None and state.failure is None and last:
+        tail = state.decoder.finish()
+        state.size += len(tail)
+        if tail:
+            try:
+                await state.handoff.write(tail)
+            except HandoffError as exc:
+                maillog.warning(str(exc))
+                state.failure = replies.WRITE_ERROR
+    if refused is None and state is not None and state.failure is not None:
+        refused = state.failure
+        if last:
+            s.log_reject("END-OF-MESSAGE", refused, queue_id=state.handoff.queue_id)
+    if refused is not None:
+        if last:
+            s.reset()
+        return refused
+    assert state is not None
+    if not last:
+        return replies.chunk_ok(size)
+    s.after = "END-OF-MESSAGE"
+    reply = await _finish(s, state.handoff)
+    s.txn.bdat = None
+    s.reset()
+    return reply

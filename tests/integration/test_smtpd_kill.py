@@ -1,0 +1,74 @@
+"""kill -9 of smtpd during a stream of messages: every message that got a
+250 is in the queue, complete, with its own content."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import smtplib
+import threading
+from typing import Any
+
+from conftest import wait_for
+from test_smtpd_system import MASTER_CF, PARAMS, queue_id_of
+
+from postpy.queue import qfile
+
+
+def smtpd_pids(mta: Any) -> list[int]:
+    return [pid for pid, args in mta.children().items() if "smtpd" in args]
+
+
+def sender(port: int, name: str, stop: threading.Event, accepted: dict[str, str]) -> None:
+    """Send messages, three per session, until told to stop; record each 250."""
+    n = 0
+    while not stop.is_set():
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+                for _ in range(3):
+                    n += 1
+                    subject = f"{name}-{n}"
+                    if s.mail("a@example.org")[0] != 250 or s.rcpt("alice@test.example")[0] != 250:
+                        s.rset()
+                        continue
+                    code, reply = s.data(f"Subject: {subject}\r\n\r\nbody of {subject}\r\n".encode())
+                    if code == 250:
+                        accepted[queue_id_of(reply)] = subject
+        except (OSError, smtplib.SMTPException):
+            continue        # killed mid-session: what got no 250 may be lost
+
+
+def test_kill_smtpd_during_stream(mta_factory: Any) -> None:
+    mta = mta_factory(master_cf=MASTER_CF, service_throttle_time="1s", **PARAMS)
+    stop = threading.Event()
+    accepted: dict[str, str] = {}
+    threads = [threading.Thread(target=sender, args=(mta.port, f"s{i}", stop, accepted))
+               for i in range(3)]
+    for t in threads:
+        t.start()
+    rng = random.Random(11)
+    kills = 0
+    try:
+        wait_for(lambda: len(accepted) >= 5, 20, "first messages")
+        while kills < 6:
+            pids = smtpd_pids(mta)
+            if pids:
+                os.kill(rng.choice(pids), signal.SIGKILL)
+                kills += 1
+            stop.wait(rng.uniform(0.2, 0.5))      # pacing between kills
+        before = len(accepted)
+        wait_for(lambda: len(accepted) >= before + 5, 20, "mail to flow again after the kills")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert kills == 6
+    incoming = mta.queue_dir / "incoming"
+    for queue_id, subject in accepted.items():
+        env, content = qfile.read_all(str(incoming / queue_id))     # raises if partial
+        assert content.endswith(f"\n\nbody of {subject}\n".encode()), queue_id
+        assert [r.address for r in env.recipients] == ["alice@test.example"]
+    # Nothing with a final name is partial, acknowledged or not.
+    for queue_id in mta.queue_ids("incoming"):
+        qfile.read_all(str(incoming / queue_id))
