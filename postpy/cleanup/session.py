@@ -21,7 +21,9 @@ Outcomes:
   durable; then qmgr is woken (a lost wake-up only delays the mail).
 - ``perm`` for refusals (size, loop, no recipients, bad addresses); the
   rest of the content is still read, so the client gets its answer in
-  order, but nothing is written.
+  order, but nothing is written.  Except for local submissions (pickup),
+  where nobody waits for the answer: their header is queued with every
+  recipient already failed (``ok``, "returned"), so the sender is told.
 - ``temp`` for any I/O error (``4.3.0 Error: queue file write error``) and
   for protocol errors in the client; the partial file is removed.
 - A client that disconnects (or times out) before ``E`` gets nothing: the
@@ -100,6 +102,7 @@ class Session:
         self.writer: qfile.QueueFileWriter | None = None
         self.size = 0                   # content bytes received from the client
         self._last_byte = b""           # last content byte written (final LF check)
+        self.returned = False           # refused, but queued to be returned to the sender
 
     # -- the conversation -------------------------------------------------
     def run(self) -> CleanupResult | None:
@@ -168,9 +171,44 @@ class Session:
             self._guard(self._start, True)
         if self.refusal is None:
             self._guard(self._finish)
+        if self.refusal is not None and self._bounces_instead():
+            self._guard(self._write_bounced, self.refusal)
+            if self.returned:
+                return CleanupResult("ok", self.queue_id,
+                                     f"2.0.0 Ok: queued as {self.queue_id} (returned: {self.refusal.reply})",
+                                     self.size)
         if self.refusal is not None:
             return CleanupResult(self.refusal.status, self.queue_id, self.refusal.reply, self.size)
         return CleanupResult("ok", self.queue_id, f"2.0.0 Ok: queued as {self.queue_id}", self.size)
+
+    def _bounces_instead(self) -> bool:
+        """A local submission that cleanup refuses for good is returned to its
+        sender, not dropped: nobody is waiting for an SMTP reply to tell them."""
+        env = self.env
+        assert self.refusal is not None
+        return (self.refusal.status == "perm" and env is not None and env.sender != ""
+                and env.attrs.get("origin") == "pickup" and bool(env.recipients))
+
+    def _write_bounced(self, refusal: Refusal) -> None:
+        """Queue the message's header with every recipient already failed, so
+        qmgr asks bounce for a non-delivery notice at once."""
+        assert self.env is not None
+        dsn, _, text = refusal.reply.partition(" ")
+        recipients = [qfile.Recipient(r.address, r.orig, r.orcpt, r.notify, qfile.BOUNCED)
+                      for r in self.env.recipients]
+        envelope = qfile.Envelope(self.env.sender, recipients, arrival=self.arrival,
+                                  attrs={**self.env.stored, "ret": "HDRS"})
+        header = b"".join(h.raw for h in self.reader.headers) or b"Subject: (no header received)\n"
+        writer = qfile.QueueFileWriter(self.settings.incoming, self.queue_id, envelope)
+        try:
+            writer.write(header + b"\n")
+            path = writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        qfile.append_log(path, [qfile.LogEntry(i, "failed", dsn, text) for i in range(len(recipients))])
+        self.returned = True
+        maillog.info(f"{self.queue_id}: from=<{self.env.sender}>: returned to sender: {refusal.reply}")
 
     # -- the queue file -----------------------------------------------------
     def _start(self, at_eof: bool) -> None:

@@ -17,10 +17,12 @@ For each name that does not start with a dot, oldest first:
    ``rewrite=yes`` and the whitelisted submission attributes; log
    ``NEWID: uid=N from=<sender>``.
 4. cleanup said ``ok``: remove the file (a crash before this only
-   duplicates).  ``perm`` (too big, mail loop, no recipients): the mail
-   must not vanish silently, so the file goes to ``corrupt/`` with a
-   warning naming the reason, where the postmaster can inspect it; it is
-   never retried, so a refused message cannot loop.  ``temp``, or cleanup
+   duplicates).  A message cleanup will not accept (too big, mail loop)
+   is still ``ok``: cleanup queues its header with every recipient
+   already failed, so the sender gets a non-delivery notice and nothing
+   loops.  ``perm`` remains only when no notice can be sent (null sender,
+   no recipients): the file goes to ``corrupt/`` with a warning naming
+   the reason, where the postmaster can inspect it.  ``temp``, or cleanup
    unreachable: the file stays, and the scan stops until the next trigger.
 
 Anything malformed, a symlink, a hard link or a non-regular file goes to

@@ -98,13 +98,18 @@ def test_submission_while_stopped_is_picked_up_at_start(system):
     assert data.endswith(b"queued later\n")
 
 
-def test_too_many_hops_is_not_lost_and_does_not_loop(system):
+def test_too_many_hops_is_returned_to_the_sender(system):
+    """A local submission cleanup refuses is queued as already failed (header
+    only), so qmgr returns it; it is neither lost nor retried in a loop."""
     mta = system
-    name = submit(mta, b"Received: x\n" * 60 + b"Subject: loop\n\n")
-    wait_for(lambda: (mta.queue_dir / "corrupt" / name).exists(), 20, "refused file in corrupt/")
-    mta.wait_log(r"refused by cleanup: 5\.4\.6 Too many hops")
-    assert mta.queue_ids("incoming") == []
-    assert mta.queue_ids("maildrop") == []
+    submit(mta, b"Received: x\n" * 60 + b"Subject: loop\n\n")
+    line = mta.wait_log(r"(\S+): from=<[^>]*>: returned to sender: 5\.4\.6 Too many hops")
+    queue_id = line.group(1)
+    env, data = qfile.read_all(str(mta.queue_dir / "incoming" / queue_id))
+    assert {r.status for r in env.recipients} == {qfile.BOUNCED}
+    assert {e.dsn for e in env.log} == {"5.4.6"} and len(env.log) == len(env.recipients)
+    assert b"Subject: loop\n" in data and env.attrs.get("ret") == "HDRS"
+    assert mta.queue_ids("maildrop") == [] and mta.queue_ids("corrupt") == []
 
 
 def as_user(user: pwd.struct_passwd, action) -> str:
