@@ -60,6 +60,7 @@ class PickupSettings:
     cleanup_socket: str = "private/cleanup"
     timeout: float = 3600.0
     max_frame: int = 1024 * 1024
+    submit_users: tuple[str, ...] = ("static:anyone",)   # authorized_submit_users
 
 
 class Pickup:
@@ -105,7 +106,23 @@ class Pickup:
         finally:
             os.close(fd)
 
+    def _allowed(self, uid: int) -> bool:
+        """authorized_submit_users, for the uid the kernel says wrote the file.
+
+        sendmail checks this too, but a user may write to maildrop/ directly;
+        the file's owner cannot be forged, so this is where it holds."""
+        from postpy.mail.authorized import AccessError, uid_allowed
+
+        try:
+            return uid_allowed(list(self.settings.submit_users), uid, privileged=(os.geteuid(),))
+        except AccessError as exc:
+            maillog.warning(f"authorized_submit_users: {exc}")
+            return False
+
     def _submit(self, fd: int, sub: maildrop.Submission) -> Outcome:
+        if not self._allowed(sub.uid):
+            maillog.warning(f"maildrop/{sub.name}: uid={sub.uid}: not in authorized_submit_users")
+            return self._refuse(sub.name, f"uid {sub.uid} is not in authorized_submit_users")
         attrs = dict(sub.attrs)
         attrs.update(origin="pickup", uid=str(sub.uid), rewrite="yes")
         # ``orig`` (orig_to= in delivery logs) is believed only in files of our

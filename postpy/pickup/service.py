@@ -36,7 +36,8 @@ def drain_trigger(conn: socket.socket) -> bytes:
 def main() -> None:
     ctx = skeleton.prepare("pickup")
     settings = PickupSettings(timeout=ctx.cfg.get_time("ipc_timeout"),
-                              max_frame=ctx.cfg.get_size("ipc_max_frame"))
+                              max_frame=ctx.cfg.get_size("ipc_max_frame"),
+                              submit_users=tuple(ctx.cfg.get_list("authorized_submit_users")))
     pickup = Pickup(settings)
     pickup.scan()
 

@@ -158,3 +158,17 @@ def test_unprivileged_user_submits_and_is_identified_by_the_kernel(system):
     assert listing.startswith("FAILED: PermissionError"), listing
     peek = as_user(nobody, lambda: os.listdir(os.path.join(queue, "incoming")))
     assert peek.startswith("FAILED: PermissionError"), peek
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root to act as another user")
+def test_user_outside_authorized_submit_users_cannot_bypass_sendmail(mta_factory):
+    """Writing to maildrop/ directly does not get around authorized_submit_users."""
+    mta = mta_factory(master_cf=MASTER_CF, authorized_submit_users="root")
+    nobody = pwd.getpwnam("nobody")
+    queue = str(mta.queue_dir)
+    name = as_user(nobody, lambda: maildrop.submit_to_maildrop(
+        queue, "nobody", ["x@example.net"], b"Subject: sneaky\n\nhi\n", {}))
+    assert not name.startswith("FAILED"), name
+    mta.wait_log(rf"maildrop/{name}: uid={nobody.pw_uid}: not in authorized_submit_users")
+    wait_for(lambda: (mta.queue_dir / "corrupt" / name).exists(), 10, "refused file in corrupt/")
+    assert mta.queue_ids("incoming") == []
