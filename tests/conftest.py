@@ -62,6 +62,8 @@ class MTA:
         self.log_path = base / "maillog"
         self.port = free_port()
         self.config_dir.mkdir(parents=True)
+        (base / "mail").mkdir()
+        os.chmod(base / "mail", 0o1777)
         main = {
             "queue_directory": str(self.queue_dir),
             "maillog_file": str(self.log_path),
@@ -71,6 +73,7 @@ class MTA:
             "mynetworks": "127.0.0.0/8",
             "alias_maps": f"lmdb:{self.config_dir}/aliases",
             "alias_database": f"lmdb:{self.config_dir}/aliases",
+            "mail_spool_directory": str(base / "mail"),   # never the host's /var/mail
             "service_throttle_time": "5s",
             "max_idle": "30s",
         }

@@ -32,26 +32,6 @@ from postpy.server.skeleton import ServerContext
 from postpy.util import maillog
 
 
-def pid_of(queue_id: str) -> int:
-    """The pid of the process that created ``queue_id`` (see :mod:`postpy.queue.qid`)."""
-    value = 0
-    for ch in queue_id.partition("z")[2]:
-        value = value * qid.BASE + qid.ALPHABET.index(ch)
-    return value
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_temp_files(directory: str, max_age: float, now: float | None = None) -> list[str]:
     """Remove ``.ID.tmp`` files whose writer is gone; return their names."""
     now = time.time() if now is None else now
@@ -70,7 +50,7 @@ def remove_stale_temp_files(directory: str, max_age: float, now: float | None = 
             age = now - os.lstat(path).st_mtime
         except FileNotFoundError:
             continue
-        writer_alive = qid.is_queue_id(queue_id) and _alive(pid_of(queue_id))
+        writer_alive = qid.creator_alive(queue_id)
         if writer_alive and age < max_age:
             continue
         try:

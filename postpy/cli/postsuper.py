@@ -265,7 +265,7 @@ class Super:
                 except FileNotFoundError:
                     continue
                 old = now - st.st_mtime > TEMP_MAX_AGE
-                if not (old or (writer_gone and not _writer_alive(name[1:-4]))):
+                if not (old or (writer_gone and not qid.creator_alive(name[1:-4]))):
                     continue
                 try:
                     os.unlink(path)
@@ -323,29 +323,6 @@ class Super:
             if count:
                 out.append(f"{op.summary}: {count} message{'' if count == 1 else 's'}")
         return out
-
-
-def _writer_alive(temp_name: str) -> bool:
-    """Is the process that created this temporary file still running?
-
-    Its pid is the part of the queue ID after ``z`` (see postpy.queue.qid);
-    maildrop names carry a suffix after a dot.
-    """
-    queue_id = temp_name.split(".", 1)[0]
-    if not qid.is_queue_id(queue_id):
-        return False
-    pid = 0
-    for ch in queue_id.partition("z")[2]:
-        pid = pid * qid.BASE + qid.ALPHABET.index(ch)
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        pass                      # alive but not ours (or absurd): keep the file
-    return True
 
 
 def run(opts: Options) -> list[str]:

@@ -99,6 +99,7 @@ PARAMS: tuple[Param, ...] = (
     _P("smtpd_command_line_limit", "size", "2048", "Longest SMTP command line accepted.", 512),
     _P("smtpd_relay_restrictions", "list", "permit_mynetworks, reject_unauth_destination", "Relay control at RCPT."),
     _P("smtpd_recipient_restrictions", "list", "", "Further restrictions at RCPT."),
+    _P("smtpd_sender_restrictions", "list", "", "Restrictions on the MAIL FROM sender, evaluated at RCPT (before the relay restrictions)."),
     _P("smtpd_forbid_bare_newline", "str", "normalize", "Bare LF/CR in SMTP: normalize, reject or no."),
     _P("smtpd_forbid_bare_newline_exclusions", "list", "$mynetworks", "Clients exempt from bare newline rejection."),
     _P("disable_vrfy_command", "bool", "yes", "Refuse the VRFY command."),
@@ -166,6 +167,7 @@ PARAMS: tuple[Param, ...] = (
     _P("smtp_connection_cache_time_limit", "time", "2s", "How long an unused cached connection stays open.", 1),
     _P("smtp_connection_reuse_time_limit", "time", "300s", "Age after which a connection is no longer reused.", 1),
     _P("smtp_dns_timeout", "time", "10s", "Time limit for one DNS lookup by the SMTP client.", 1),
+    _P("smtp_line_length_limit", "int", "998", "Longest line sent; longer ones are broken with CRLF SPACE (0: no limit).", 0),
     # --- submission --------------------------------------------------------
     _P("authorized_submit_users", "list", "static:anyone", "Users allowed to submit with sendmail."),
     _P("authorized_mailq_users", "list", "static:anyone", "Users allowed to list the queue."),

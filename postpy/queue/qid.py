@@ -54,3 +54,30 @@ def arrival_of(queue_id: str) -> float:
         value = value * BASE + ALPHABET.index(ch)
     seconds, usec = divmod(value, BASE ** 4)
     return seconds + usec / 1_000_000
+
+
+def pid_of(queue_id: str) -> int:
+    """The pid of the process that created ``queue_id`` (the part after ``z``)."""
+    value = 0
+    for ch in queue_id.partition("z")[2]:
+        value = value * BASE + ALPHABET.index(ch)
+    return value
+
+
+def creator_alive(name: str) -> bool:
+    """Is the process that created this queue ID (or ``ID.suffix`` file name)
+    still running?  Used to tell an abandoned temporary file from one being
+    written."""
+    queue_id = name.split(".", 1)[0]
+    if not is_queue_id(queue_id):
+        return False
+    pid = pid_of(queue_id)
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        pass                      # alive but not ours (or absurd): keep the file
+    return True

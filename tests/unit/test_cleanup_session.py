@@ -16,11 +16,12 @@ import pytest
 
 from postpy.cleanup.client import CleanupClient
 from postpy.cleanup.headers import HeaderSettings
-from postpy.cleanup.service import pid_of, remove_stale_temp_files
+from postpy.cleanup.service import remove_stale_temp_files
 from postpy.cleanup.session import CleanupSettings, Session, serve
 from postpy.ipc import codec
 from postpy.ipc.messages import CleanupEnvelope, CleanupHello, CleanupResult, Rcpt
 from postpy.queue import qfile, qid
+from postpy.queue.qid import pid_of
 from postpy.util import maillog
 
 HEADERS = HeaderSettings(myhostname="mx.test.example", myorigin="test.example", hopcount_limit=5)

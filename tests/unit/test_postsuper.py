@@ -10,6 +10,7 @@ import pytest
 
 from postpy.cli import postsuper
 from postpy.cli.postsuper import Fatal, Options, UsageError, parse_args, valid_id
+from postpy.queue import qid
 
 
 @pytest.mark.parametrize(("argv", "ids", "queues", "structure", "purge"), [
@@ -100,10 +101,10 @@ def test_writer_alive() -> None:
     from postpy.queue.qid import new_queue_id
 
     mine = new_queue_id()
-    assert postsuper._writer_alive(mine)
-    assert postsuper._writer_alive(f"{mine}.{'a' * 32}")
-    assert not postsuper._writer_alive("not-an-id")
-    assert not postsuper._writer_alive(mine.partition("z")[0] + "z0")     # pid 0 is nobody
+    assert qid.creator_alive(mine)
+    assert qid.creator_alive(f"{mine}.{'a' * 32}")
+    assert not qid.creator_alive("not-an-id")
+    assert not qid.creator_alive(mine.partition("z")[0] + "z0")     # pid 0 is nobody
 
 
 def test_main_usage_status(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,75 @@
+"""smtp(8): the delivery agent for other hosts; ``libexec/smtp`` runs :func:`main`.
+
+master starts it for the ``smtp`` service (``private/smtp``).  It runs as
+``mail_owner`` (chroot-capable) inside the multi_server skeleton: one
+asyncio process serves many qmgr connections, and each connection carries
+a sequence of requests (:class:`postpy.ipc.messages.DeliveryRequest` in,
+:class:`postpy.ipc.messages.DeliveryResult` out), so many outbound SMTP
+sessions run at once in one process.
+
+Before the chroot and privilege drop it reads what it cannot read later:
+resolv.conf (the DNS resolver), the TLS CA file, this host's own addresses
+for the mail loop check, the port of the ``smtp`` service.
+
+See :mod:`postpy.smtp.delivery` for what one request does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from postpy.config.maincf import ConfigError
+from postpy.ipc import codec
+from postpy.ipc.messages import DeliveryRequest
+from postpy.server import skeleton
+from postpy.smtp.delivery import Agent
+from postpy.smtp.dns import DestinationResolver, families_for, make_resolver
+from postpy.smtp.failure import DeliveryFailure
+from postpy.smtp.localaddrs import own_addresses
+from postpy.smtp.settings import load_settings
+from postpy.smtp.tls import TlsConfigError
+from postpy.util import maillog
+
+PEER = "qmgr"
+
+
+def build_agent(ctx: skeleton.ServerContext) -> Agent:
+    """Everything read from outside the queue directory, done once."""
+    cfg = ctx.cfg
+    try:
+        settings = load_settings(cfg)
+        resolver = make_resolver(cfg.get("dns_resolver_address").strip(),
+                                 cfg.get_time("smtp_dns_timeout"))
+        destinations = DestinationResolver(
+            resolver=resolver, myhostname=cfg.get("myhostname"),
+            own_addresses=own_addresses(cfg.get_list("inet_interfaces")),
+            families=families_for(cfg.get_list("inet_protocols")),
+            lookup=tuple(w.lower() for w in cfg.get_list("smtp_host_lookup")) or ("dns",),
+            rng=random.Random())
+    except (ConfigError, TlsConfigError, DeliveryFailure, ValueError) as exc:
+        maillog.fatal(f"smtp: {exc}")
+    return Agent(settings, destinations)
+
+
+async def handle(ctx: skeleton.ServerContext, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+    """One qmgr connection: answer requests until qmgr closes it."""
+    agent: Agent = ctx.extra["agent"]
+    max_frame = ctx.cfg.get_size("ipc_max_frame")
+    while True:
+        try:
+            msg = await codec.async_recv(reader, PEER, max_frame)
+        except EOFError:
+            return
+        request = codec.expect(msg, DeliveryRequest, PEER)
+        result = await agent.deliver(request)
+        await codec.async_send(writer, result)
+
+
+def main() -> None:
+    def before_jail(ctx: skeleton.ServerContext) -> None:
+        ctx.extra["agent"] = build_agent(ctx)
+
+    ctx = skeleton.prepare("smtp", before_jail=before_jail)
+    skeleton.run_async_server(ctx, handle)

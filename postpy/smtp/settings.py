@@ -1,0 +1,76 @@
+"""The smtp client's settings, read once from main.cf (plus master.cf ``-o``).
+
+:func:`load_settings` is the only place that knows which parameter feeds
+which knob; the client and the delivery loop take the dataclasses below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from postpy.config.maincf import Config
+from postpy.smtp.dns import parse_port
+from postpy.smtp.tls import TlsPolicy, make_policy
+
+
+@dataclass
+class Timeouts:
+    connect: float = 30
+    helo: float = 300
+    starttls: float = 300
+    mail: float = 300
+    rcpt: float = 300
+    data_init: float = 120
+    data_xfer: float = 180
+    data_done: float = 600
+    rset: float = 20
+    quit: float = 300
+
+
+@dataclass
+class ClientSettings:
+    helo_name: str
+    myhostname: str
+    tls: TlsPolicy
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    bind_address: str = ""
+    skip_5xx_greeting: bool = True
+    line_length_limit: int = 998
+
+
+@dataclass
+class AgentSettings:
+    client: ClientSettings
+    default_port: int = 25
+    destination_limit: int = 20        # sessions to one next hop at once, in this process
+    address_limit: int = 5             # server addresses tried per delivery (0: all)
+    session_limit: int = 2             # greeted sessions tried per delivery (0: all)
+    cache_on_demand: bool = True
+    cache_time_limit: float = 2.0
+    reuse_time_limit: float = 300.0
+
+
+def load_settings(cfg: Config) -> AgentSettings:
+    """Raises ConfigError / TlsConfigError / DeliveryFailure (bad port) with the reason."""
+    t = Timeouts(
+        connect=cfg.get_time("smtp_connect_timeout"), helo=cfg.get_time("smtp_helo_timeout"),
+        starttls=cfg.get_time("smtp_starttls_timeout"), mail=cfg.get_time("smtp_mail_timeout"),
+        rcpt=cfg.get_time("smtp_rcpt_timeout"), data_init=cfg.get_time("smtp_data_init_timeout"),
+        data_xfer=cfg.get_time("smtp_data_xfer_timeout"),
+        data_done=cfg.get_time("smtp_data_done_timeout"), rset=cfg.get_time("smtp_rset_timeout"),
+        quit=cfg.get_time("smtp_quit_timeout"))
+    myhostname = cfg.get("myhostname")
+    client = ClientSettings(
+        helo_name=cfg.get("smtp_helo_name") or myhostname, myhostname=myhostname,
+        tls=make_policy(cfg.get("smtp_tls_security_level"), cfg.get("smtp_tls_CAfile")),
+        timeouts=t, bind_address=cfg.get("smtp_bind_address"),
+        skip_5xx_greeting=cfg.get_bool("smtp_skip_5xx_greeting"),
+        line_length_limit=cfg.get_int("smtp_line_length_limit"))
+    return AgentSettings(
+        client=client, default_port=parse_port(cfg.get("smtp_tcp_port").strip(), 25),
+        destination_limit=cfg.get_int("smtp_destination_concurrency_limit"),
+        address_limit=cfg.get_int("smtp_mx_address_limit"),
+        session_limit=cfg.get_int("smtp_mx_session_limit"),
+        cache_on_demand=cfg.get_bool("smtp_connection_cache_on_demand"),
+        cache_time_limit=cfg.get_time("smtp_connection_cache_time_limit"),
+        reuse_time_limit=cfg.get_time("smtp_connection_reuse_time_limit"))
