@@ -11,6 +11,8 @@
 - ``reload`` sends SIGHUP; ``status`` reports whether master runs;
   ``check`` verifies (and repairs) the queue directory, mail_owner and the
   configuration files; ``flush`` asks qmgr to retry deferred mail now.
+- ``passwd add|delete|list`` manages SMTP AUTH users
+  (:mod:`postpy.cli.passwd_cmd`).
 
 Exit status: 0 on success, 1 when the mail system is not in the state the
 command needs (as Postfix), and sysexits codes for usage and config errors.
@@ -25,6 +27,7 @@ import time
 
 import click
 
+from postpy.cli import passwd_cmd
 from postpy.config.maincf import Config, ConfigError, config_dir_from, load_config
 from postpy.config.mastercf import load_master_cf
 from postpy.util import maillog, privs
@@ -226,6 +229,9 @@ def flush(ctx: click.Context) -> None:
     if not send_trigger(os.path.join(_queue_dir(cfg), "public", "qmgr"), FLUSH):
         click.echo("postpy/postpy-script: fatal: cannot reach the queue manager", err=True)
         sys.exit(1)
+
+
+cli.add_command(passwd_cmd.passwd)   # postpy passwd add|delete|list (SMTP AUTH users)
 
 
 def main() -> None:

@@ -97,7 +97,7 @@ PARAMS: tuple[Param, ...] = (
     _P("smtpd_error_sleep_time", "time", "1s", "Delay per reply beyond the soft error limit.", 0),
     _P("smtpd_client_connection_count_limit", "int", "50", "Simultaneous connections from one client (0: no limit).", 0),
     _P("smtpd_command_line_limit", "size", "2048", "Longest SMTP command line accepted.", 512),
-    _P("smtpd_relay_restrictions", "list", "permit_mynetworks, reject_unauth_destination", "Relay control at RCPT."),
+    _P("smtpd_relay_restrictions", "list", "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination", "Relay control at RCPT."),
     _P("smtpd_recipient_restrictions", "list", "", "Further restrictions at RCPT."),
     _P("smtpd_sender_restrictions", "list", "", "Restrictions on the MAIL FROM sender, evaluated at RCPT (before the relay restrictions)."),
     _P("smtpd_forbid_bare_newline", "str", "normalize", "Bare LF/CR in SMTP: normalize, reject or no."),

@@ -20,7 +20,10 @@ What is accepted, and why:
 - ``SIZE`` (RFC 1870), ``BODY`` (RFC 6152, RFC 3030 BINARYMIME only with
   BDAT), ``SMTPUTF8`` (RFC 6531, no value), ``RET``/``ENVID``
   (RFC 3461 section 4.3/4.4, ENVID as xtext of at most 100 characters),
-  ``NOTIFY``/``ORCPT`` (RFC 3461 sections 4.1/4.2).  Anything else gets
+  ``NOTIFY``/``ORCPT`` (RFC 3461 sections 4.1/4.2), and ``AUTH`` on MAIL
+  (RFC 4954 section 5: ``<>`` or an xtext mailbox) only when SMTP AUTH is
+  enabled; its value is checked and then ignored (we are the submission
+  server, so nobody before us authenticated the mail).  Anything else gets
   ``555 5.5.4 Unsupported option``.
 """
 
@@ -166,7 +169,7 @@ def xtext_decode(text: str) -> str:
 
 
 def mail_params(params: dict[str, str | None], *, smtputf8_enable: bool = True,
-                chunking: bool = True) -> MailParams:
+                chunking: bool = True, auth_enable: bool = False) -> MailParams:
     """Interpret MAIL FROM parameters; raises CommandError."""
     out = MailParams()
     for key, value in params.items():
@@ -196,6 +199,9 @@ def mail_params(params: dict[str, str | None], *, smtputf8_enable: bool = True,
             if not envid or len(envid) > ENVID_MAX or not envid.isprintable():
                 raise CommandError(replies.bad_parameter("Bad ENVID parameter syntax"))
             out.envid = envid
+        elif key == "AUTH" and auth_enable:
+            if value is None or (value != "<>" and not (value and _XTEXT.match(value))):
+                raise CommandError(replies.bad_parameter("Bad AUTH parameter syntax"))
         else:
             raise CommandError(replies.unsupported_option(key))
     return out

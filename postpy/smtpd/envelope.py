@@ -47,7 +47,8 @@ async def mail_cmd(s: Session, arg: str) -> Reply:
         return replies.TLS_REQUIRED
     try:
         path = parse_mail(arg)
-        params = mail_params(path.params, smtputf8_enable=s.settings.smtputf8_enable)
+        params = mail_params(path.params, smtputf8_enable=s.settings.smtputf8_enable,
+                             auth_enable=s.settings.sasl is not None)
     except CommandError as exc:
         return exc.reply
     if not params.smtputf8 and not path.address.isascii():

@@ -5,6 +5,7 @@ each shape is written once, here::
 
     connect from localhost[127.0.0.1]
     ID: client=localhost[127.0.0.1]
+    ID: client=unknown[192.0.2.7], sasl_method=PLAIN, sasl_username=alice
     NOQUEUE: reject: RCPT from unknown[192.0.2.9]: 554 5.7.1 <x@y>: Relay access denied; from=<a@b> to=<x@y> proto=ESMTP helo=<h>
     lost connection after DATA (1234 bytes) from localhost[127.0.0.1]
     timeout after RCPT from localhost[127.0.0.1]
@@ -29,8 +30,9 @@ def connect(client: str) -> None:
     maillog.info(f"connect from {client}")
 
 
-def client_line(queue_id: str, client: str) -> None:
-    maillog.info(f"{queue_id}: client={client}")
+def client_line(queue_id: str, client: str, sasl_method: str = "", sasl_username: str = "") -> None:
+    sasl = f", sasl_method={sasl_method}, sasl_username={sasl_username}" if sasl_username else ""
+    maillog.info(f"{queue_id}: client={client}{sasl}")
 
 
 def reject(stage: str, client: str, reply: Reply, *, queue_id: str = "NOQUEUE",

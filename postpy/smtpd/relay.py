@@ -2,15 +2,20 @@
 
 Evaluated by smtpd at RCPT TO time, for every recipient:
 
-1. ``smtpd_relay_restrictions`` then ``smtpd_recipient_restrictions``, each
-   a list evaluated in order until a restriction permits or rejects
-   (Postfix semantics: a permit ends that list only; a reject ends the
-   command).  Supported restrictions: ``permit``, ``reject``,
-   ``permit_mynetworks``, ``permit_sasl_authenticated`` (no AUTH yet, so it
-   never matches), ``reject_unauth_destination``, ``defer_unauth_destination``,
-   ``reject_unlisted_recipient``.  ``reject_unknown_recipient_domain`` would
-   need DNS in smtpd; it is accepted and skipped with a warning at start.
-   Anything else answers ``451 4.3.5 Server configuration error``.
+1. ``smtpd_sender_restrictions``, ``smtpd_relay_restrictions`` then
+   ``smtpd_recipient_restrictions``, each a list evaluated in order until a
+   restriction permits or rejects (Postfix semantics: a permit ends that
+   list only; a reject ends the command; sender restrictions wait for RCPT
+   as with Postfix's ``smtpd_delay_reject = yes``).  Supported
+   restrictions: ``permit``, ``reject``, ``permit_mynetworks``,
+   ``permit_sasl_authenticated`` (the client logged in with AUTH),
+   ``reject_unauth_destination``, ``defer_unauth_destination``,
+   ``reject_unlisted_recipient``, and ``reject_sender_login_mismatch`` with
+   its ``reject_authenticated_``/``reject_unauthenticated_`` halves
+   (``smtpd_sender_login_maps``, see :mod:`postpy.sasl.senderlogin`).
+   ``reject_unknown_recipient_domain`` would need DNS in smtpd; it is
+   accepted and skipped with a warning at start.  Anything else answers
+   ``451 4.3.5 Server configuration error``.
 2. The recipient validation of ``smtpd_reject_unlisted_recipient``: a
    recipient in a local domain must be in ``local_recipient_maps`` (an empty
    setting accepts everyone), so the system never accepts mail it can only
@@ -38,6 +43,8 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from postpy.mail.address import domain_literal_address, has_routing, split_address, unquote_local
+from postpy.sasl import senderlogin
+from postpy.sasl.senderlogin import SenderLogin
 from postpy.smtpd import replies
 from postpy.smtpd.replies import Reply
 from postpy.tables.maps import TableError, lookup_in_maps
@@ -48,7 +55,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 KNOWN = frozenset({
     "permit", "reject", "permit_mynetworks", "permit_sasl_authenticated",
     "reject_unauth_destination", "defer_unauth_destination", "reject_unlisted_recipient",
-})
+}) | senderlogin.RESTRICTIONS
 SKIPPED = frozenset({"reject_unknown_recipient_domain"})
 RELAY_GUARDS = frozenset({"reject", "reject_unauth_destination", "defer_unauth_destination"})
 
@@ -110,6 +117,8 @@ class Recipient:
     client_addr: str
     server_addr: str = ""   # the address the client connected to
     trusted: bool = False   # client in mynetworks
+    sender: str = ""        # the transaction's MAIL FROM address
+    sasl_username: str = "" # the AUTH login, "" when the client did not log in
 
     @property
     def local(self) -> str:
@@ -130,6 +139,8 @@ class RelayPolicy:
     recipient_delimiter: str = ""
     allow_untrusted_routing: bool = False
     reject_unlisted: bool = True        # smtpd_reject_unlisted_recipient
+    sender_restrictions: list[str] = field(default_factory=list)
+    sender_login: SenderLogin = field(default_factory=lambda: SenderLogin(maps=[]))
 
     def check_config(self) -> list[str]:
         """Raise RelayConfigError for an open relay; return warnings."""
@@ -138,7 +149,12 @@ class RelayPolicy:
             raise RelayConfigError(
                 "smtpd_relay_restrictions and smtpd_recipient_restrictions: specify at least "
                 "one working instance of reject_unauth_destination, defer_unauth_destination or reject")
-        return [f"{name}: not supported here; ignored" for name in both if name in SKIPPED]
+        every = self.sender_restrictions + both
+        warnings = [f"{name}: not supported here; ignored" for name in every if name in SKIPPED]
+        if senderlogin.RESTRICTIONS & set(every) and not self.sender_login.maps:
+            warnings.append("reject_sender_login_mismatch without smtpd_sender_login_maps: "
+                            "no sender is owned by any login")
+        return warnings
 
     # -- domains ------------------------------------------------------------
     def is_local_domain(self, domain: str, server_addr: str = "") -> bool:
@@ -177,8 +193,15 @@ class RelayPolicy:
             if name == "permit_mynetworks":
                 if rcpt.trusted:
                     return True
-            elif name == "permit_sasl_authenticated" or name in SKIPPED:
+            elif name == "permit_sasl_authenticated":
+                if rcpt.sasl_username:
+                    return True
+            elif name in SKIPPED:
                 continue
+            elif name in senderlogin.RESTRICTIONS:
+                refusal = self.sender_login.check(name, rcpt.sender, rcpt.sasl_username)
+                if refusal is not None:
+                    return Reply.of(refusal.code, refusal.text)
             elif name in ("reject_unauth_destination", "defer_unauth_destination"):
                 verdict = self._unauth_destination(rcpt, 450 if name.startswith("defer") else 554)
                 if verdict is not None:
@@ -193,7 +216,8 @@ class RelayPolicy:
 
     def check(self, rcpt: Recipient) -> Reply | None:
         """The reject reply for this recipient, or None to accept it."""
-        for restrictions in (self.relay_restrictions, self.recipient_restrictions):
+        for restrictions in (self.sender_restrictions, self.relay_restrictions,
+                             self.recipient_restrictions):
             verdict = self._evaluate(restrictions, rcpt)
             if isinstance(verdict, Reply):
                 return verdict

@@ -24,14 +24,17 @@ dot-unstuffing, bare CR/LF), :mod:`~postpy.smtpd.commands` (parsing),
 :mod:`~postpy.smtpd.relay` (mynetworks, relay control, local recipients),
 :mod:`~postpy.smtpd.replies`, :mod:`~postpy.smtpd.events` (log lines),
 :mod:`~postpy.smtpd.channel` (client I/O and STARTTLS),
-:mod:`~postpy.smtpd.settings`, :mod:`~postpy.smtpd.tls`.
+:mod:`~postpy.smtpd.settings`, :mod:`~postpy.smtpd.tls`,
+:mod:`~postpy.smtpd.auth` (AUTH; the SASL machinery is :mod:`postpy.sasl`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 
+from postpy.sasl import ratelimit
 from postpy.server import skeleton
 from postpy.smtpd import events, replies
 from postpy.smtpd.channel import Channel
@@ -68,6 +71,7 @@ def client_from(writer: asyncio.StreamWriter, settings: Settings) -> Client:
 async def serve_client(settings: Settings, reader: asyncio.StreamReader,
                        writer: asyncio.StreamWriter, service: str = "smtpd") -> None:
     """One SMTP session on an accepted connection."""
+    settings.refresh_tls()
     client = client_from(writer, settings)
     channel = Channel(reader, writer, settings.timeout)
     session = Session(settings, channel, client)
@@ -95,7 +99,24 @@ def load_settings(ctx: skeleton.ServerContext) -> None:
         maillog.fatal(str(exc))
     for text in settings.warnings:
         maillog.warning(text)
+    if settings.sasl is not None:
+        settings.sasl.limiter.store = failure_store(ctx)
     ctx.extra[SETTINGS_KEY] = settings
+
+
+def failure_store(ctx: skeleton.ServerContext) -> ratelimit.FailureStore:
+    """Where AUTH failures are counted: a directory shared by every smtpd
+    process (made now, while we may still be root), else this process."""
+    data = os.path.abspath(ctx.cfg.get_path("data_directory"))
+    try:
+        path = ratelimit.prepare_directory(data, ctx.identity.uid, ctx.identity.gid)
+    except OSError as exc:
+        maillog.warning(f"cannot use {data}/{ratelimit.SUBDIR}: {exc.strerror or exc}; "
+                        "AUTH failures are counted per smtpd process")
+        return ratelimit.MemoryStore()
+    if os.path.commonpath([path, ctx.queue_directory]) == ctx.queue_directory:
+        path = os.path.relpath(path, ctx.queue_directory)   # valid inside a chroot too
+    return ratelimit.DirectoryStore(path)
 
 
 async def handle(ctx: skeleton.ServerContext, reader: asyncio.StreamReader,

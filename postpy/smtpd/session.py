@@ -12,18 +12,22 @@ handler's :class:`Reply`.  State, per RFC 5321 section 4.1.4:
   each error reply waits ``smtpd_error_sleep_time``; at
   ``smtpd_hard_error_limit`` the session ends with 421 (Postfix's tarpit).
 - ``counts``: per command [succeeded, total], for the disconnect log line.
+- ``sasl_username``/``sasl_method``: set by a successful AUTH, kept across
+  EHLO and RSET, forgotten by STARTTLS.
 
 MAIL/RCPT live in :mod:`postpy.smtpd.envelope`, DATA/BDAT in
-:mod:`postpy.smtpd.transfer`; the rest are here.
+:mod:`postpy.smtpd.transfer`, AUTH in :mod:`postpy.smtpd.auth`; the rest
+are here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 
 from postpy.mail.address import AddressError, parse_path
-from postpy.smtpd import envelope, events, replies, tls, transfer
+from postpy.smtpd import auth, envelope, events, replies, tls, transfer
 from postpy.smtpd.channel import Channel, ClientGone, ClientTimeout
 from postpy.smtpd.commands import decode_line, parse_command
 from postpy.smtpd.relay import Recipient
@@ -32,7 +36,8 @@ from postpy.smtpd.settings import Settings
 from postpy.smtpd.state import Client, Transaction
 from postpy.util import maillog
 
-NOT_IMPLEMENTED = frozenset({"AUTH", "ETRN", "EXPN", "TURN", "ATRN", "XCLIENT", "XFORWARD"})
+_BASE64_WORD = re.compile(r"[A-Za-z0-9+/]+=*")
+NOT_IMPLEMENTED = frozenset({"ETRN", "EXPN", "TURN", "ATRN", "XCLIENT", "XFORWARD"})
 
 
 Handler = Callable[["Session", str], Awaitable[Reply | None]]
@@ -50,14 +55,19 @@ class Session:
         self.counts: dict[str, list[int]] = {}
         self.after = "CONNECT"          # for "lost connection after X"
         self.quit = False
+        self.sasl_username = ""         # the AUTH login ("" until AUTH succeeds)
+        self.sasl_method = ""
         self.reject_bare_lf = (settings.bare_newline == "reject"
                                and not settings.bare_newline_exclusions.matches(client.addr))
 
     # -- state --------------------------------------------------------------
     @property
     def protocol(self) -> str:
+        """SMTP or ESMTP, then S for TLS and A for AUTH (RFC 3848): ESMTPSA."""
         base = "ESMTP" if self.esmtp else "SMTP"
-        return base + "S" if self.channel.tls_active else base
+        if self.channel.tls_active:
+            base += "S"
+        return base + "A" if self.sasl_username else base
 
     def reset(self) -> None:
         """End the transaction (RSET); a half-sent BDAT message is dropped."""
@@ -87,7 +97,13 @@ class Session:
             if refuse is not None:
                 self.channel.reply(refuse)
                 return
-            if self.settings.tls_wrappermode and self.settings.tls_context is not None:
+            if self.settings.tls_wrappermode:
+                if self.settings.tls_context is None:
+                    # The client speaks TLS first; a plaintext banner would only
+                    # confuse it.  Settings warned at start; close at once.
+                    maillog.warning(f"smtpd_tls_wrappermode = yes but no certificate: "
+                                    f"closing the connection from {label}")
+                    return
                 await self._handshake()
             self.channel.reply(replies.greeting(self.settings.banner))
             while not self.quit:
@@ -140,7 +156,10 @@ class Session:
         if not verb:
             return replies.BAD_SYNTAX
         if verb in self.settings.forbidden_commands or not verb[0].isascii() or not verb[0].isalpha():
-            maillog.warning(f"non-SMTP command from {self.client.label}: {text[:100]}")
+            # A lone base64 word may be a SASL response sent after its exchange
+            # ended (a password): never log it.
+            shown = "(base64 data withheld)" if _BASE64_WORD.fullmatch(text) else text[:100]
+            maillog.warning(f"non-SMTP command from {self.client.label}: {shown}")
             self.quit = True
             return replies.forbidden_command(self.settings.hostname)
         if verb in NOT_IMPLEMENTED:
@@ -166,7 +185,8 @@ class Session:
 
     def recipient(self, written: str, address: str) -> Recipient:
         return Recipient(written=written, address=address, client_addr=self.client.addr,
-                         server_addr=self.client.server_addr, trusted=self.client.trusted)
+                         server_addr=self.client.server_addr, trusted=self.client.trusted,
+                         sender=self.txn.sender or "", sasl_username=self.sasl_username)
 
 
 # -- the small commands ---------------------------------------------------------
@@ -191,6 +211,10 @@ async def ehlo_cmd(s: Session, arg: str) -> Reply:
         keywords.append("VRFY")
     if cfg.tls_context is not None and not s.channel.tls_active:
         keywords.append("STARTTLS")
+    if cfg.sasl is not None:
+        mechanisms = cfg.sasl.ehlo_keyword(s.channel.tls_active)
+        if mechanisms is not None:
+            keywords.append(mechanisms)
     keywords += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
     if cfg.smtputf8_enable:
         keywords.append("SMTPUTF8")
@@ -217,7 +241,8 @@ async def quit_cmd(s: Session, arg: str) -> Reply:
 
 
 async def help_cmd(s: Session, arg: str) -> Reply:
-    verbs = [v for v in HANDLERS if v != "STARTTLS" or s.settings.tls_context is not None]
+    verbs = [v for v in HANDLERS if (v != "STARTTLS" or s.settings.tls_context is not None)
+             and (v != "AUTH" or s.settings.sasl is not None)]
     return replies.help_text(verbs)
 
 
@@ -252,6 +277,7 @@ async def starttls_cmd(s: Session, arg: str) -> Reply | None:
     # RFC 3207 section 4.2: forget everything learned before TLS.
     s.reset()
     s.helo, s.esmtp = "", False
+    s.sasl_username = s.sasl_method = ""
     return None
 
 
@@ -259,6 +285,7 @@ HANDLERS: dict[str, Handler] = {
     "HELO": helo_cmd,
     "EHLO": ehlo_cmd,
     "STARTTLS": starttls_cmd,
+    "AUTH": auth.auth_cmd,
     "MAIL": envelope.mail_cmd,
     "RCPT": envelope.rcpt_cmd,
     "DATA": transfer.data_cmd,

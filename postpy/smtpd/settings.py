@@ -8,7 +8,10 @@ by root only.  Bad settings raise :class:`SettingsError`; the daemon then
 exits with a fatal log line, as Postfix's smtpd does.
 
 The per-process client table (``smtpd_client_connection_count_limit``)
-lives here too, since every session of the process shares it.
+lives here too, since every session of the process shares it, and so does
+SMTP AUTH (:class:`postpy.sasl.server.SaslServer`, built only when
+``smtpd_sasl_auth_enable = yes``: its password file is read here, before
+the privilege drop).
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from postpy.config.maincf import Config, ConfigError
+from postpy.sasl.backend import BackendConfigError
+from postpy.sasl.senderlogin import SenderLogin
+from postpy.sasl.server import SaslServer
 from postpy.smtpd import tls
 from postpy.smtpd.relay import NetworkList, RelayConfigError, RelayPolicy
+from postpy.util import maillog
 
 BARE_NEWLINE_POLICIES = ("normalize", "reject", "no")
 
@@ -51,6 +58,7 @@ class Settings:
     disable_vrfy: bool = True
     smtputf8_enable: bool = True
     tls_context: ssl.SSLContext | None = None
+    tls_watcher: tls.CertificateWatcher | None = None   # follows a renewed certificate
     tls_level: str = "none"             # none | may | encrypt
     tls_wrappermode: bool = False
     rewrite_all: bool = False           # local_header_rewrite_clients = static:all
@@ -60,14 +68,20 @@ class Settings:
     cleanup_path: str = "private/cleanup"
     ipc_timeout: float = 3600.0
     ipc_max_frame: int = 1024 * 1024
+    sasl: SaslServer | None = None      # SMTP AUTH, when smtpd_sasl_auth_enable = yes
     warnings: list[str] = field(default_factory=list)
     clients: Counter[str] = field(default_factory=Counter)   # addr -> open sessions
+
+    def refresh_tls(self) -> None:
+        """Per new connection: take a renewed certificate into use."""
+        if self.tls_watcher is not None:
+            self.tls_context = self.tls_watcher.current()
 
     @classmethod
     def from_config(cls, cfg: Config) -> Settings:
         try:
             return cls._build(cfg)
-        except (ConfigError, RelayConfigError, tls.TlsSetupError) as exc:
+        except (ConfigError, RelayConfigError, tls.TlsSetupError, BackendConfigError) as exc:
             raise SettingsError(str(exc)) from None
 
     @classmethod
@@ -83,6 +97,8 @@ class Settings:
             mydestination=frozenset(d.lower().rstrip(".") for d in cfg.get_list("mydestination")),
             relay_domains=tuple(d.lower() for d in cfg.get_list("relay_domains")),
             relay_restrictions=[r.lower() for r in cfg.get_list("smtpd_relay_restrictions")],
+            sender_restrictions=[r.lower() for r in cfg.get_list("smtpd_sender_restrictions")],
+            sender_login=SenderLogin.from_config(cfg),
             recipient_restrictions=[r.lower() for r in cfg.get_list("smtpd_recipient_restrictions")],
             local_recipient_maps=cfg.get_list("local_recipient_maps"),
             recipient_delimiter=cfg.get("recipient_delimiter"),
@@ -100,13 +116,22 @@ class Settings:
             raise SettingsError(f"smtpd_tls_security_level = {level}: use none, may or encrypt")
         if not level:
             level = "may" if cert else "none"
-        context = None
+        watcher = None
         if cert and level != "none":
-            context = tls.server_context(cert, cfg.get("smtpd_tls_key_file").strip(),
-                                         cfg.get("smtpd_tls_protocols"))
+            watcher = tls.CertificateWatcher(cert, cfg.get("smtpd_tls_key_file").strip(),
+                                             cfg.get("smtpd_tls_protocols"), maillog.warning)
         elif level == "encrypt":
             warnings.append("smtpd_tls_security_level = encrypt but no smtpd_tls_cert_file: "
                             "mail will be refused")
+        if watcher is None and cfg.get_bool("smtpd_tls_wrappermode"):
+            warnings.append("smtpd_tls_wrappermode = yes but no smtpd_tls_cert_file: "
+                            "connections will be closed at once")
+        sasl = None
+        if cfg.get_bool("smtpd_sasl_auth_enable"):
+            sasl = SaslServer.from_config(cfg)
+            if watcher is None and sasl.tls_auth_only:
+                warnings.append("smtpd_sasl_auth_enable = yes with smtpd_tls_auth_only = yes "
+                                "but no TLS certificate: AUTH will never be offered")
         rewrite = [w.lower() for w in cfg.get_list("local_header_rewrite_clients")]
         return cls(
             hostname=cfg.get("myhostname"),
@@ -129,7 +154,9 @@ class Settings:
             forbidden_commands=frozenset(c.upper() for c in cfg.get_list("smtpd_forbidden_commands")),
             disable_vrfy=cfg.get_bool("disable_vrfy_command"),
             smtputf8_enable=cfg.get_bool("smtputf8_enable"),
-            tls_context=context,
+            tls_context=watcher.context if watcher is not None else None,
+            tls_watcher=watcher,
+            sasl=sasl,
             tls_level=level,
             tls_wrappermode=cfg.get_bool("smtpd_tls_wrappermode"),
             rewrite_all="static:all" in rewrite or cfg.get_bool("always_add_missing_headers"),

@@ -1,15 +1,26 @@
-"""Server-side TLS for STARTTLS (RFC 3207): the context and its description.
+"""Server-side TLS for STARTTLS (RFC 3207) and port 465 (RFC 8314).
 
 The context is built once per process, before the privilege drop (the key
 file is usually readable by root only), from ``smtpd_tls_cert_file``,
 ``smtpd_tls_key_file`` and ``smtpd_tls_protocols``.  TLS 1.2 is the floor
-whatever the setting says.  No client certificates are requested.
+whatever the setting says; ciphers are Python's ssl defaults.  No client
+certificates are requested.
+
+A renewed certificate (certbot and friends replace the files in place) is
+picked up without a restart: :class:`CertificateWatcher` looks at the
+files' identity (inode, size, mtime) when a connection arrives and builds a
+new context when they changed.  If the new files cannot be read (a key
+readable by root only, after the privilege drop) or do not match, the old
+context stays in use and a warning says so once; ``postpy reload`` then
+restarts smtpd, which reads them as root.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
+from collections.abc import Callable
 
 _VERSIONS = {
     "tlsv1": ssl.TLSVersion.TLSv1, "tlsv1.1": ssl.TLSVersion.TLSv1_1,
@@ -59,3 +70,41 @@ def describe(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str:
         return version
     name, _, bits = cipher
     return f"{version} with cipher {name} ({bits}/{bits} bits)"
+
+
+def _identity(path: str) -> tuple[int, int, int]:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return (-1, -1, exc.errno or 0)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class CertificateWatcher:
+    """The current server context, rebuilt when the certificate files change."""
+
+    def __init__(self, cert_file: str, key_file: str, protocols: str,
+                 warn: Callable[[str], None]) -> None:
+        self.cert_file = cert_file
+        self.key_file = key_file or cert_file
+        self.protocols = protocols
+        self.warn = warn
+        self.files = self._files()
+        self.context = server_context(cert_file, self.key_file, protocols)
+        self.failed: tuple[tuple[int, int, int], ...] | None = None
+
+    def _files(self) -> tuple[tuple[int, int, int], ...]:
+        return (_identity(self.cert_file), _identity(self.key_file))
+
+    def current(self) -> ssl.SSLContext:
+        files = self._files()
+        if files == self.files or files == self.failed:
+            return self.context
+        try:
+            context = server_context(self.cert_file, self.key_file, self.protocols)
+        except TlsSetupError as exc:
+            self.failed = files
+            self.warn(f"{exc}; still using the certificate loaded before")
+            return self.context
+        self.files, self.context, self.failed = files, context, None
+        return context

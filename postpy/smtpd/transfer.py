@@ -45,7 +45,9 @@ def build_envelope(s: Session) -> CleanupEnvelope:
         "tls": tls.describe(s.channel.tls_object()) if s.channel.tls_active else "",
         "envid": mail.envid, "ret": mail.ret, "body": mail.body,
         "smtputf8": "yes" if mail.smtputf8 else "",
-        "rewrite": "yes" if s.settings.rewrite_all or (
+        "sasl_method": s.sasl_method, "sasl_username": s.sasl_username,
+        # A mail client's submission gets Message-ID/Date added when missing.
+        "rewrite": "yes" if s.settings.rewrite_all or s.sasl_username or (
             s.settings.rewrite_mynetworks and client.trusted) else "",
     }
     return CleanupEnvelope(sender=s.txn.sender or "", recipients=list(s.txn.recipients),
@@ -69,7 +71,7 @@ async def _open(s: Session) -> Handoff | Reply:
     except HandoffError as exc:
         maillog.warning(str(exc))
         return replies.WRITE_ERROR
-    events.client_line(handoff.queue_id, s.client.label)
+    events.client_line(handoff.queue_id, s.client.label, s.sasl_method, s.sasl_username)
     return handoff
 
 

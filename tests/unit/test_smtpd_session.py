@@ -60,7 +60,7 @@ SIMPLE = [
     ("STARTTLS", "502 5.5.1 Error: command not implemented"),
     ("XYZZY", "502 5.5.2 Error: command not recognized"),
     ("EXPN staff", "502 5.5.1 Error: command not implemented"),
-    ("AUTH PLAIN", "502 5.5.1 Error: command not implemented"),
+    ("AUTH PLAIN", "503 5.5.1 Error: authentication not enabled"),
     ("", "500 5.5.2 Error: bad syntax"),
     ("MAIL FROM:alice@example.org", "250 2.1.0 Ok"),
     ("MAIL FROM:<>", "250 2.1.0 Ok"),
