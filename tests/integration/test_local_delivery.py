@@ -235,3 +235,32 @@ def test_alias_forwarding_loop_bounces(mta_factory, area: Path) -> None:
     new_id = found.group(1)
     mta.wait_log(rf"{new_id}: to=<loop1@{DOMAIN}>, .*status=bounced \(mail forwarding loop "
                  rf"for loop1@{DOMAIN}\)", 30)
+
+
+def test_pipe_tempfail_is_shown_retried_then_delivered(mta_factory, area: Path) -> None:
+    """A 4xx from a command defers: mailq shows why; a flush retries and delivers."""
+    marker = area / "shared" / "second-try"
+    out = area / "shared" / "delivered"
+    command = f"if [ -e {marker} ]; then cat > {out}; else touch {marker}; echo not yet; exit 75; fi"
+    mta = start(mta_factory, area, f'robot: "|{command}"\n', minimal_backoff_time="300s")
+    queue_id = inject(mta, [f"robot@{DOMAIN}"], sender=f"robot2@{DOMAIN}")
+    delivered(mta, queue_id, f"robot@{DOMAIN}", "deferred", "temporary failure. Command output: not yet")
+    wait_for(lambda: queue_id in mta.queue_ids("deferred"), 20, "the message to be deferred")
+    listing = mta.run("postqueue", "-p").stdout
+    assert queue_id in listing and "(temporary failure. Command output: not yet)" in listing, listing
+    assert mta.run("postqueue", "-f").returncode == 0
+    delivered(mta, queue_id, f"robot@{DOMAIN}", "sent", "delivered to command")
+    mta.wait_log(rf"{queue_id}: removed")
+    assert out.read_bytes().endswith(BODY.split(b"\n\n", 1)[1])
+
+
+def test_pipe_tempfail_past_lifetime_is_returned(mta_factory, area: Path) -> None:
+    """Deferred until maximal_queue_lifetime, then returned to the sender with a DSN."""
+    mta = start(mta_factory, area, 'robot: "|echo busy; exit 75"\nback: /dev/null\n',
+                minimal_backoff_time="1s", maximal_backoff_time="1s", queue_run_delay="1s",
+                maximal_queue_lifetime="2s")
+    queue_id = inject(mta, [f"robot@{DOMAIN}"], sender=f"back@{DOMAIN}")
+    mta.wait_log(rf"{queue_id}: from=<back@{DOMAIN}>, status=expired, returned to sender", 20)
+    notice = mta.wait_log(rf"{queue_id}: sender non-delivery notification: (\S+)").group(1)
+    delivered(mta, notice, f"back@{DOMAIN}", "sent", "delivered to file: /dev/null")
+    mta.wait_log(rf"{queue_id}: removed")

@@ -144,3 +144,32 @@ def test_flush_refused_for_unauthorized_user(mta_factory, shared_dir):
     mta.wait_log(rf"flush request from uid {nobody.pw_uid} refused")
     send_trigger(str(mta.queue_dir / "public" / "qmgr"), FLUSH)          # root may
     wait_for(lambda: mta.log().count(f"{queue_id}: from=<") == 2, 10, "flushed by root")
+
+
+def test_garbled_and_truncated_files_go_to_corrupt(mta_factory, shared_dir):
+    journal = shared_dir / "journal"
+    mta = mta_factory(master_cf=qmgr_cf(str(journal)))
+    good = inject(mta, ["ok@mx.test.example"])
+    mta.wait_log(rf"{good}: removed")
+    bad = {}
+    for label, data in (("garbled", b"this is not a queue file\n"),
+                        ("truncated", None)):
+        queue_id = qid.new_queue_id()
+        if data is None:                       # a real file cut short
+            env = qfile.Envelope("s@test.example", [qfile.Recipient("x@mx.test.example")], arrival=time.time())
+            full = qfile.encode_envelope(env)
+            data = full + b"M" + b"0" * 19 + b"9"    # content promised, never written
+        path = mta.queue_dir / "incoming" / queue_id
+        path.write_bytes(data)
+        if IS_ROOT:
+            owner = pwd.getpwnam(MAIL_OWNER)
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+        bad[label] = queue_id
+    send_trigger(str(mta.queue_dir / "public" / "qmgr"), SCAN)
+    for queue_id in bad.values():
+        mta.wait_log(rf"{queue_id}: corrupt queue file moved to corrupt/")
+        assert (mta.queue_dir / "corrupt" / queue_id).exists()
+    # qmgr is still the same process and still delivers
+    after = inject(mta, ["ok2@mx.test.example"])
+    mta.wait_log(rf"{after}: removed")
+    assert "panic" not in mta.log() and "fatal" not in mta.log()
