@@ -252,8 +252,20 @@ def test_pickup_refuses_links(qdir, server, tmp_path):
     assert target.read_bytes() == GOOD
 
 
-def test_pickup_perm_refusal_goes_to_corrupt_and_never_loops(qdir, server):
-    name = submit(qdir, b"Received: x\n" * 10 + b"Subject: loop\n\n")
+def test_pickup_refused_mail_is_returned_and_never_loops(qdir, server):
+    """cleanup queues a refused local submission as already failed (the
+    sender is told); pickup removes it like any queued one."""
+    name = submit(qdir, b"Received: x\n" * 60 + b"Subject: loop\n\n")
+    pickup = pickup_for(qdir, server)
+    assert pickup.scan() == {name: Outcome.QUEUED}
+    assert "returned to sender: 5.4.6 Too many hops" in qdir.log()
+    assert pickup.scan() == {}
+    assert maildrop_files(qdir) == []
+
+
+def test_pickup_perm_refusal_without_a_sender_goes_to_corrupt(qdir, server):
+    """With the null sender nobody can be told: the file is kept in corrupt/."""
+    name = submit(qdir, b"Received: x\n" * 60 + b"Subject: loop\n\n", sender="")
     pickup = pickup_for(qdir, server)
     assert pickup.scan() == {name: Outcome.REFUSED}
     assert os.listdir(qdir.base / "corrupt") == [name]
