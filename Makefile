@@ -25,6 +25,7 @@ venv:
 
 # Run postpy from the checkout: ordinary user, 127.0.0.1:2525, queue in ./spool.
 run: venv
+	$(VENV)/bin/newaliases -C etc
 	$(VENV)/bin/postpy -c etc start-fg
 
 test: venv
