@@ -21,6 +21,10 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 
+from postpy.util.tlsinfo import describe
+
+__all__ = ["TlsPolicy", "make_policy", "describe"]
+
 LEVELS = ("none", "may", "encrypt", "verify")
 
 
@@ -63,15 +67,3 @@ def make_policy(level: str, cafile: str = "") -> TlsPolicy:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return TlsPolicy(level, context)
-
-
-def describe(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str:
-    """``TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)``."""
-    if ssl_object is None:
-        return ""
-    cipher = ssl_object.cipher()
-    version = ssl_object.version() or "TLS"
-    if not cipher:
-        return version
-    name, _, bits = cipher
-    return f"{version} with cipher {name} ({bits}/{bits} bits)"

@@ -22,6 +22,8 @@ import re
 import ssl
 from collections.abc import Callable
 
+from postpy.util.tlsinfo import describe  # noqa: F401  (tls.describe for the session)
+
 _VERSIONS = {
     "tlsv1": ssl.TLSVersion.TLSv1, "tlsv1.1": ssl.TLSVersion.TLSv1_1,
     "tlsv1.2": ssl.TLSVersion.TLSv1_2, "tlsv1.3": ssl.TLSVersion.TLSv1_3,
@@ -58,18 +60,6 @@ def server_context(cert_file: str, key_file: str, protocols: str = ">=TLSv1.2") 
     except (OSError, ssl.SSLError) as exc:
         raise TlsSetupError(f"cannot load certificate {cert_file} / key {key_file}: {exc}") from None
     return context
-
-
-def describe(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str:
-    """``TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)``, Postfix's shape."""
-    if ssl_object is None:
-        return ""
-    cipher = ssl_object.cipher()
-    version = ssl_object.version() or "TLS"
-    if not cipher:
-        return version
-    name, _, bits = cipher
-    return f"{version} with cipher {name} ({bits}/{bits} bits)"
 
 
 def _identity(path: str) -> tuple[int, int, int]:
