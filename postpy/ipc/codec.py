@@ -107,9 +107,17 @@ def _check(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
+_SCHEMAS: dict[type, tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]] = {}
+
+
 def _build(cls: type[T], body: dict[str, Any], where: str) -> T:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    # get_type_hints() evaluates the string annotations again on every call
+    # (about 0.1 ms a class): resolve each message class once per process.
+    schema = _SCHEMAS.get(cls)
+    if schema is None:
+        schema = _SCHEMAS[cls] = (typing.get_type_hints(cls),
+                                  {f.name: f for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
+    hints, fields = schema
     unknown = set(body) - set(fields)
     if unknown:
         raise IpcError(f"{where}: unknown member(s) {', '.join(sorted(unknown))}")
