@@ -60,7 +60,7 @@ PARAMS: tuple[Param, ...] = (
     # --- master and daemons ------------------------------------------------
     _P("process_limit", "int", "100", "Default maxproc for master.cf services.", 1),
     _P("max_idle", "time", "100s", "Seconds a daemon waits for work before it exits.", 1),
-    _P("max_use", "int", "100", "Connections a daemon serves before it exits.", 1),
+    _P("max_use", "int", "10000", "Connections a daemon serves before it exits (a Python start is costly).", 1),
     _P("service_throttle_time", "time", "60s", "Pause before restarting a service that died at once.", 0),
     _P("daemon_timeout", "time", "18000s", "How long a daemon may take to handle one request.", 1),
     _P("ipc_timeout", "time", "3600s", "Time limit for one exchange between daemons.", 1),

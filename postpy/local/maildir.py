@@ -91,8 +91,11 @@ def deliver(maildir: str, data: bytes, who: Identity, *, hostname: str, size_lim
                                      f"mailbox_size_limit ({size_limit} bytes)")
     try:
         with acting_as(who):
-            _make_dirs(maildir)
-            return _write_new(maildir, data, hostname)
+            try:
+                return _write_new(maildir, data, hostname)
+            except FileNotFoundError:      # first delivery: create the Maildir, then again
+                _make_dirs(maildir)
+                return _write_new(maildir, data, hostname)
     except OSError as exc:
         raise DeliveryError(os_error_dsn(exc, fail_dsn),
                             f"maildir delivery failed: {exc.filename or maildir}: "

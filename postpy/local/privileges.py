@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -61,11 +62,26 @@ def identity_of_uid(uid: int, gid: int = -1) -> Identity:
     return Identity(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, entry.pw_shell)
 
 
+GROUPS_TTL = 60.0             # seconds a user's group list is remembered
+_group_cache: dict[tuple[str, int], tuple[float, list[int]]] = {}
+
+
 def _groups(who: Identity) -> list[int]:
+    """The user's groups; asked of NSS at most once a minute per user (the
+    lookup reads /etc/group and friends each time, a large share of a delivery)."""
+    key = (who.name, who.gid)
+    now = time.monotonic()
+    cached = _group_cache.get(key)
+    if cached is not None and now - cached[0] < GROUPS_TTL:
+        return cached[1]
     try:
-        return os.getgrouplist(who.name, who.gid)
+        groups = os.getgrouplist(who.name, who.gid)
     except (KeyError, OSError, TypeError):
-        return [who.gid]
+        groups = [who.gid]
+    if len(_group_cache) > 1000:
+        _group_cache.clear()
+    _group_cache[key] = (now, groups)
+    return groups
 
 
 @contextmanager

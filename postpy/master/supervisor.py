@@ -109,6 +109,7 @@ class Master:
         self.children: dict[int, Child] = {}
         self.generation = 0
         self.selector = selectors.DefaultSelector()
+        self.watched: set[int] = set()      # listening sockets in the selector
         self.stopping = False
         self.reload_requested = False
         self.pid_fd = -1
@@ -198,16 +199,14 @@ class Master:
         state.sockets = []
 
     def _watch(self, sock: socket.socket, key: str) -> None:
-        try:
+        if sock.fileno() not in self.watched:
             self.selector.register(sock, selectors.EVENT_READ, key)
-        except KeyError:
-            pass
+            self.watched.add(sock.fileno())
 
     def _unwatch(self, sock: socket.socket) -> None:
-        try:
+        if sock.fileno() in self.watched:
+            self.watched.discard(sock.fileno())
             self.selector.unregister(sock)
-        except (KeyError, ValueError):
-            pass
 
     # -- services -------------------------------------------------------------
     def _apply_services(self, new: MasterConfig) -> None:

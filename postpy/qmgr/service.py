@@ -260,31 +260,36 @@ class Qmgr:
         maillog.info(f"{msg.queue_id}: from=<{msg.env.sender}>, status=expired, returned to sender")
 
     # -- results --------------------------------------------------------------
-    def _record(self, msg: ActiveMessage, results: list[RecipientResult]) -> None:
-        """Make the outcome durable in the queue file (before anything else)."""
+    def _outcome(self, msg: ActiveMessage, results: list[RecipientResult]
+                 ) -> tuple[dict[str, list[qfile.Recipient]], list[qfile.LogEntry]]:
+        """What the results mean for the queue file: status changes and L records."""
         by_index = {r.index: r for r in msg.env.recipients}
         entries: list[qfile.LogEntry] = []
-        status_changes: dict[str, list[qfile.Recipient]] = {}
+        statuses: dict[str, list[qfile.Recipient]] = {}
         for result in results:
             rcpt = by_index.get(result.index)
             if rcpt is None or rcpt.status != qfile.PENDING:
                 continue
             if result.status == "sent":
                 wants = "SUCCESS" in rcpt.notify.upper().split(",")
-                status_changes.setdefault(qfile.SUCCESS if wants else qfile.DONE, []).append(rcpt)
+                statuses.setdefault(qfile.SUCCESS if wants else qfile.DONE, []).append(rcpt)
                 if wants:
                     entries.append(qfile.LogEntry(rcpt.index, "delivered", result.dsn, result.text))
             elif result.status == "bounced":
                 entries.append(qfile.LogEntry(rcpt.index, "failed", result.dsn, result.text))
-                status_changes.setdefault(qfile.BOUNCED, []).append(rcpt)
+                statuses.setdefault(qfile.BOUNCED, []).append(rcpt)
             else:
                 entries.append(qfile.LogEntry(rcpt.index, "delayed", result.dsn, result.text))
+        return statuses, entries
+
+    def _write_outcome(self, msg: ActiveMessage, statuses: dict[str, list[qfile.Recipient]],
+                       entries: list[qfile.LogEntry]) -> None:
+        """Make the outcome durable in the queue file, before anything else
+        happens to the message (one pwrite per status byte, one fsync)."""
+        if not statuses and not entries:
+            return
         try:
-            if entries:
-                qfile.append_log(msg.path, entries)
-                msg.env.log.extend(entries)
-            for status, rcpts in status_changes.items():
-                qfile.set_status(msg.path, rcpts, status)
+            qfile.record_results(msg.path, statuses, entries)
         except FileNotFoundError:
             # postsuper removed or held the message meanwhile: it is gone from here.
             msg.gone = True
@@ -292,14 +297,23 @@ class Qmgr:
             # The queue file is unwritable: an invariant is broken.
             maillog.fatal(f"{msg.queue_id}: cannot record delivery status in {msg.path}: {exc}")
 
-    def _results_for(self, msg: ActiveMessage) -> Callable[[list[RecipientResult]], None]:
-        return lambda results: self._on_results(msg, results)
+    def _record(self, msg: ActiveMessage, results: list[RecipientResult]) -> None:
+        statuses, entries = self._outcome(msg, results)
+        self._write_outcome(msg, statuses, entries)
+        msg.env.log.extend(entries)
 
-    def _on_results(self, msg: ActiveMessage, results: list[RecipientResult]) -> None:
-        self._record(msg, results)
+    async def _record_async(self, msg: ActiveMessage, results: list[RecipientResult]) -> None:
+        """The same, with the fsync in a worker thread so scheduling goes on meanwhile;
+        the message is finished only after its last result is on disk."""
+        statuses, entries = self._outcome(msg, results)
+        await asyncio.to_thread(self._write_outcome, msg, statuses, entries)
+        msg.env.log.extend(entries)
         msg.outstanding -= 1
         if msg.outstanding == 0:
-            self._spawn(self._finish(msg))
+            await self._finish(msg)
+
+    def _results_for(self, msg: ActiveMessage) -> Callable[[list[RecipientResult]], None]:
+        return lambda results: self._spawn(self._record_async(msg, results))
 
     async def _notify(self, msg: ActiveMessage, kind: str, status: str) -> None:
         rcpts = [r for r in msg.env.recipients if r.status == status]
@@ -405,7 +419,7 @@ class Qmgr:
         deadline = time.monotonic() + SHUTDOWN_GRACE
         while (self.tasks or any(p.busy() for p in self.pools.values())) and time.monotonic() < deadline:
             for pool in self.pools.values():
-                pool.queue.clear()
+                pool.clear_waiting()
             await asyncio.sleep(0.05)
 
 

@@ -60,33 +60,51 @@ class AgentPool:
         self.destination_limit = max(1, destination_limit)
         self.timeout = timeout
         self.max_frame = max_frame
-        self.queue: deque[Job] = deque()
+        # Waiting jobs by destination, and the destinations that have any, in
+        # the order they first queued: pump() looks at destinations, not jobs,
+        # so a destination at its limit with a long line costs nothing.
+        self.waiting: dict[str, deque[Job]] = {}
+        self.ready: deque[str] = deque()
         self.idle: list[_Conn] = []
         self.running = 0
         self.per_destination: Counter[str] = Counter()
         self.tasks: set[asyncio.Task[None]] = set()
 
     def submit(self, job: Job) -> None:
-        self.queue.append(job)
+        line = self.waiting.get(job.destination)
+        if line is None:
+            line = self.waiting[job.destination] = deque()
+            self.ready.append(job.destination)
+        line.append(job)
         self.pump()
 
     def pump(self) -> None:
-        """Start queued jobs while there is room (in order, skipping full destinations)."""
-        if not self.queue or self.running >= self.process_limit:
-            return
-        skipped: deque[Job] = deque()
-        while self.queue and self.running < self.process_limit:
-            job = self.queue.popleft()
-            if self.per_destination[job.destination] >= self.destination_limit:
-                skipped.append(job)
-                continue
-            self.running += 1
-            self.per_destination[job.destination] += 1
-            task = asyncio.get_running_loop().create_task(self._run(job))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-        skipped.extend(self.queue)
-        self.queue = skipped
+        """Start waiting jobs while there is room, round-robin over destinations
+        that are below their concurrency limit."""
+        for _ in range(len(self.ready)):
+            if self.running >= self.process_limit:
+                return
+            destination = self.ready.popleft()
+            line = self.waiting[destination]
+            while line and self.running < self.process_limit and \
+                    self.per_destination[destination] < self.destination_limit:
+                self._start(line.popleft())
+            if line:
+                self.ready.append(destination)
+            else:
+                del self.waiting[destination]
+
+    def _start(self, job: Job) -> None:
+        self.running += 1
+        self.per_destination[job.destination] += 1
+        task = asyncio.get_running_loop().create_task(self._run(job))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def clear_waiting(self) -> None:
+        """Forget jobs not started (qmgr is stopping; the files stay in active/)."""
+        self.waiting.clear()
+        self.ready.clear()
 
     async def _open(self) -> _Conn:
         reader, writer = await asyncio.wait_for(
@@ -159,7 +177,7 @@ class AgentPool:
         self.idle = keep
 
     def busy(self) -> bool:
-        return bool(self.running or self.queue)
+        return bool(self.running or self.waiting)
 
 
 def _describe(exc: BaseException) -> str:

@@ -409,3 +409,33 @@ def append_log(path: str, entries: Iterable[LogEntry], *, durable: bool = True) 
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def record_results(path: str, statuses: dict[str, list[Recipient]], entries: Iterable[LogEntry],
+                   *, durable: bool = True) -> None:
+    """qmgr's one write per batch of results: status bytes in place and
+    ``L`` records appended, made durable with a single fsync."""
+    for status in statuses:
+        if status not in STATUSES:
+            raise ValueError(f"bad recipient status {status!r}")
+    data = b"".join(_record(b"L", str(e.index), e.action, e.dsn, e.text) for e in entries)
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        for status, rcpts in statuses.items():
+            for rcpt in rcpts:
+                os.pwrite(fd, status.encode(), rcpt.offset)
+        if data:
+            # O_APPEND on a second descriptor: pwrite ignores offsets on
+            # O_APPEND descriptors in Linux, so status bytes need the first.
+            afd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            try:
+                os.write(afd, data)
+            finally:
+                os.close(afd)
+        if durable:
+            os.fsync(fd)        # one fsync covers the inode, whichever descriptor wrote
+    finally:
+        os.close(fd)
+    for status, rcpts in statuses.items():
+        for rcpt in rcpts:
+            rcpt.status = status

@@ -109,6 +109,8 @@ class _UnixPasswd:
             raise TableError(f"{spec}: unknown unix table name (only passwd.byname)")
 
     def lookup(self, key: str) -> str | None:
+        if "@" in key or not key:
+            return None           # login names have no domain: spare the NSS round trip
         try:
             pw = pwd.getpwnam(key)
         except (KeyError, ValueError):

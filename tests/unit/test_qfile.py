@@ -392,3 +392,21 @@ def test_module_documents_every_record_kind() -> None:
     doc = qfile.__doc__ or ""
     for kind in ("T<arrival", "S<sender>", "A<name>", "R<st>", "M<content", "E\\n", "L<index>"):
         assert kind in doc
+
+
+def test_record_results_writes_statuses_and_log_in_one_go(tmp_path):
+    env = qfile.Envelope("s@x", [qfile.Recipient("a@x"), qfile.Recipient("b@x"), qfile.Recipient("c@x")],
+                         arrival=1.0)
+    path = qfile.write_queue_file(str(tmp_path), "5BRW00000Bz1", env, b"\n")
+    got = qfile.read_envelope(path)
+    a, b, c = got.recipients
+    qfile.record_results(path, {qfile.DONE: [a], qfile.BOUNCED: [b]},
+                         [qfile.LogEntry(1, "failed", "5.1.1", "no such user"),
+                          qfile.LogEntry(2, "delayed", "4.4.1", "connection refused")])
+    assert (a.status, b.status, c.status) == (qfile.DONE, qfile.BOUNCED, qfile.PENDING)
+    again = qfile.read_envelope(path)
+    assert [r.status for r in again.recipients] == [qfile.DONE, qfile.BOUNCED, qfile.PENDING]
+    assert [(e.index, e.action, e.text) for e in again.log] == [
+        (1, "failed", "no such user"), (2, "delayed", "connection refused")]
+    with pytest.raises(ValueError):
+        qfile.record_results(path, {"?": [c]}, [])
