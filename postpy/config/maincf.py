@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -126,7 +125,7 @@ def split_list(value: str) -> list[str]:
 
 
 def system_hostname() -> str:
-    name = socket.gethostname()
+    name = os.uname().nodename
     return name if "." in name else name + ".localdomain"
 
 
