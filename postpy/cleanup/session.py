@@ -35,6 +35,7 @@ with a final name (see :mod:`postpy.cleanup.service` for their removal).
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import time
@@ -253,7 +254,8 @@ class Session:
             self._set_refusal(refusal)
         except OSError as exc:
             maillog.warning(f"{self.queue_id}: queue file write error: {exc.strerror or exc}")
-            self._set_refusal(Refusal("temp", WRITE_ERROR))
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            self._set_refusal(Refusal("temp", NO_SPACE if full else WRITE_ERROR))
 
     def _set_refusal(self, refusal: Refusal) -> None:
         self._abort()

@@ -56,7 +56,7 @@ class Service:
         """(host, port) for an inet service; host '' means all addresses."""
         host, sep, port = self.name.rpartition(":")
         host = host.strip("[]") if sep else ""
-        if port.isdigit():
+        if port.isascii() and port.isdigit():
             number = int(port)
         else:
             try:                       # Postfix's own master.cf says "smtp inet ..."
@@ -107,11 +107,11 @@ def parse_master_cf(text: str, path: str = "master.cf") -> MasterConfig:
         wake = wakeup.rstrip("?")
         if wake == "-":
             wake = "0"
-        if not wake.isdigit():
+        if not (wake.isascii() and wake.isdigit()):
             raise ConfigError(f"{where}: bad wakeup field \"{wakeup}\"")
         if maxproc == "-":
             limit: int | None = None
-        elif maxproc.isdigit():
+        elif maxproc.isascii() and maxproc.isdigit():
             limit = int(maxproc) or 1000
         else:
             raise ConfigError(f"{where}: bad maxproc field \"{maxproc}\"")

@@ -167,10 +167,19 @@ class Master:
         except FileNotFoundError:
             pass
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(path)
-        os.chmod(path, 0o666)
-        if os.getuid() == 0:
-            os.chown(path, self.owner.uid, self.owner.gid)
+        # The mode comes from the umask at bind time and the owner is set
+        # without following links: mail_owner owns the directory and could
+        # swap the name for a symlink between two calls by name.
+        old_umask = os.umask(0o111)
+        try:
+            sock.bind(path)
+            if os.getuid() == 0:
+                os.chown(path, self.owner.uid, self.owner.gid, follow_symlinks=False)
+        except OSError as exc:
+            sock.close()
+            raise MasterError(f"bind {path}: {exc.strerror}") from None
+        finally:
+            os.umask(old_umask)
         sock.listen(256)
         sock.setblocking(False)
         return [sock]
@@ -328,7 +337,7 @@ class Master:
             master_cf = load_master_cf(cfg.config_dir)
             for error in cfg.validate():
                 raise ConfigError(error)
-        except ConfigError as exc:
+        except (ConfigError, ValueError, OSError) as exc:
             maillog.warning(f"reload failed, keeping the old configuration: {exc}")
             return
         self.cfg, self.master_cf = cfg, master_cf
@@ -336,7 +345,7 @@ class Master:
         self.generation += 1
         try:
             self._apply_services(master_cf)
-        except MasterError as exc:
+        except (MasterError, OSError) as exc:
             maillog.warning(f"reload: {exc}")
         for child in self.children.values():
             if child.generation < self.generation:
@@ -398,12 +407,18 @@ class Master:
 
 def run_master(config_dir: str) -> int:
     try:
+        import setproctitle
+
+        setproctitle.setproctitle("postpy/master")
+    except ImportError:  # pragma: no cover - a dependency, but titles are cosmetic
+        pass
+    try:
         master = Master(config_dir)
         errors = master.cfg.validate()
         if errors:
             raise ConfigError(errors[0])
         master.start()
-    except (ConfigError, MasterError, privs.PrivilegeError) as exc:
+    except (ConfigError, MasterError, privs.PrivilegeError, ValueError, OSError) as exc:
         maillog.error(str(exc))
         return 1
     master.run()

@@ -61,6 +61,7 @@ class PickupSettings:
     timeout: float = 3600.0
     max_frame: int = 1024 * 1024
     submit_users: tuple[str, ...] = ("static:anyone",)   # authorized_submit_users
+    size_limit: int = 0             # message_size_limit: never stream more than this + 1
 
 
 class Pickup:
@@ -68,6 +69,7 @@ class Pickup:
         self.settings = settings
         self.queue_directory = queue_directory
         self.directory = os.path.join(queue_directory, maildrop.MAILDROP)
+        self.warned: set[str] = set()      # directories already reported
 
     def scan(self) -> dict[str, Outcome]:
         """One pass over maildrop/; the outcome per file name."""
@@ -88,6 +90,8 @@ class Pickup:
         return outcomes
 
     def pick(self, name: str) -> Outcome:
+        if self._is_directory(name):
+            return Outcome.REFUSED
         try:
             fd, st = maildrop.open_checked(self.directory, name)
         except FileNotFoundError:
@@ -134,7 +138,8 @@ class Pickup:
         try:
             with CleanupClient(settings.cleanup_socket, settings.timeout, settings.max_frame) as client:
                 maillog.info(f"{client.queue_id}: uid={sub.uid} from=<{sub.sender}>")
-                result = client.submit(sub.sender, recipients, attrs, maildrop.read_content(fd, sub))
+                content = maildrop.read_content(fd, sub, limit=settings.size_limit)
+                result = client.submit(sub.sender, recipients, attrs, content)
         except CleanupUnavailable as exc:
             maillog.warning(f"maildrop/{sub.name}: cannot submit to cleanup: {exc}")
             return Outcome.RETRY
@@ -154,6 +159,24 @@ class Pickup:
             return self._refuse(sub.name, f"refused by cleanup: {result.reply}")
         maillog.warning(f"{result.queue_id}: maildrop/{sub.name}: cleanup: {result.reply}; will retry")
         return Outcome.RETRY
+
+    def _is_directory(self, name: str) -> bool:
+        """A directory in maildrop/ is nobody's mail: remove it when empty
+        (we own the sticky parent), else warn once and leave it; it cannot be
+        moved to corrupt/ without write access to it."""
+        path = os.path.join(self.directory, name)
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                return False
+        except FileNotFoundError:
+            return False
+        try:
+            os.rmdir(path)
+        except OSError as exc:
+            if name not in self.warned:
+                self.warned.add(name)
+                maillog.warning(f"maildrop/{name}: a directory, not a submission: {exc.strerror}")
+        return True
 
     def _refuse(self, name: str, reason: str) -> Outcome:
         layout.quarantine(self.queue_directory, maildrop.MAILDROP, name, reason)

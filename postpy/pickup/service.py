@@ -37,7 +37,8 @@ def main() -> None:
     ctx = skeleton.prepare("pickup")
     settings = PickupSettings(timeout=ctx.cfg.get_time("ipc_timeout"),
                               max_frame=ctx.cfg.get_size("ipc_max_frame"),
-                              submit_users=tuple(ctx.cfg.get_list("authorized_submit_users")))
+                              submit_users=tuple(ctx.cfg.get_list("authorized_submit_users")),
+                              size_limit=ctx.cfg.get_size("message_size_limit"))
     pickup = Pickup(settings)
     pickup.scan()
 

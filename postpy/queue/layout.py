@@ -101,13 +101,33 @@ def check_layout(queue_directory: str, uid: int, gid: int, *, repair: bool) -> l
         for queue in (INCOMING, ACTIVE, DEFERRED, HOLD, CORRUPT):
             qdir = os.path.join(queue_directory, queue)
             for name in os.listdir(qdir):
-                path = os.path.join(qdir, name)
-                st = os.lstat(path)
-                if stat.S_ISREG(st.st_mode) and (st.st_uid != uid or stat.S_IMODE(st.st_mode) != 0o600):
-                    problems.append(f"{path}: owner/mode fixed")
-                    os.chown(path, uid, gid)
-                    os.chmod(path, 0o600)
+                if _repair_file(os.path.join(qdir, name), uid, gid):
+                    problems.append(f"{os.path.join(qdir, name)}: owner/mode fixed")
     return problems
+
+
+def _repair_file(path: str, uid: int, gid: int) -> bool:
+    """Give a queue file to mail_owner, mode 0600; True when it needed it.
+
+    Through a descriptor opened without following links: mail_owner owns
+    these directories and could swap a name for a symlink to a file of
+    root's between a check by name and a chown by name.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False              # gone, a symlink (ELOOP), or unreadable: leave it
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            return False
+        if st.st_uid == uid and stat.S_IMODE(st.st_mode) == 0o600:
+            return False
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, 0o600)
+        return True
+    finally:
+        os.close(fd)
 
 
 def quarantine(queue_directory: str, queue: str, queue_id: str, reason: str) -> None:

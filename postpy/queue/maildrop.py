@@ -298,9 +298,15 @@ def read_submission(fd: int, st: os.stat_result, name: str) -> Submission:
                       env.content_offset, env.content_length)
 
 
-def read_content(fd: int, sub: Submission, chunk_size: int = 65536) -> Iterator[bytes]:
-    """The submission's content in chunks, through the descriptor."""
+def read_content(fd: int, sub: Submission, chunk_size: int = 65536, limit: int = 0) -> Iterator[bytes]:
+    """The submission's content in chunks, through the descriptor.
+
+    With ``limit``, at most ``limit + 1`` bytes: enough for cleanup to see
+    that the message is too big, without streaming a huge (or sparse) file.
+    """
     offset, remaining = sub.content_offset, sub.content_length
+    if limit:
+        remaining = min(remaining, limit + 1)
     while remaining:
         chunk = os.pread(fd, min(chunk_size, remaining), offset)
         if not chunk:

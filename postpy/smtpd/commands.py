@@ -174,7 +174,7 @@ def mail_params(params: dict[str, str | None], *, smtputf8_enable: bool = True,
     out = MailParams()
     for key, value in params.items():
         if key == "SIZE":
-            if value is None or not value.isdigit() or len(value) > 20:
+            if value is None or not (value.isascii() and value.isdigit()) or len(value) > 20:
                 raise CommandError(replies.bad_parameter("Bad message size syntax"))
             out.size = int(value)
         elif key == "BODY":
@@ -248,7 +248,7 @@ def _orcpt(value: str) -> str:
 def parse_bdat(arg: str) -> tuple[int, bool]:
     """``BDAT size [LAST]`` -> (size, last); raises CommandError."""
     words = arg.split()
-    if not 1 <= len(words) <= 2 or not words[0].isdigit() or len(words[0]) > 20:
+    if not 1 <= len(words) <= 2 or not (words[0].isascii() and words[0].isdigit()) or len(words[0]) > 20:
         raise CommandError(replies.SYNTAX_BDAT)
     if len(words) == 2 and words[1].upper() != "LAST":
         raise CommandError(replies.SYNTAX_BDAT)

@@ -191,11 +191,17 @@ class Session:
 
 # -- the small commands ---------------------------------------------------------
 
+def _printable(name: str) -> str:
+    """The HELO name as kept and logged: control characters become "?" (as
+    Postfix does), so a name with a TAB cannot get mail refused after DATA."""
+    return "".join("?" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in name)
+
+
 async def helo_cmd(s: Session, arg: str) -> Reply:
     if not arg.strip():
         return replies.SYNTAX_HELO
     s.reset()
-    s.helo, s.esmtp = arg.strip(), False
+    s.helo, s.esmtp = _printable(arg.strip()), False
     return replies.helo_ok(s.settings.hostname)
 
 
@@ -203,7 +209,7 @@ async def ehlo_cmd(s: Session, arg: str) -> Reply:
     if not arg.strip():
         return replies.SYNTAX_EHLO
     s.reset()
-    s.helo, s.esmtp = arg.strip(), True
+    s.helo, s.esmtp = _printable(arg.strip()), True
     cfg = s.settings
     keywords = ["PIPELINING",
                 f"SIZE {cfg.message_size_limit}" if cfg.message_size_limit else "SIZE"]

@@ -76,7 +76,9 @@ def setup_from_config(program: str, cfg: object, *, stderr: bool = False) -> Non
 
 
 def _emit(priority: int, text: str, echo: bool) -> None:
-    text = text.replace("\n", " ").replace("\r", " ")
+    # Client-supplied text must not reach a terminal as control sequences:
+    # every control character becomes "?" (line breaks a space), as Postfix does.
+    text = text.replace("\n", " ").replace("\r", " ").translate(_CONTROLS)
     fd = _state["fd"]
     if isinstance(fd, int):
         stamp = time.strftime("%b %e %H:%M:%S")
@@ -96,6 +98,9 @@ def _emit(priority: int, text: str, echo: bool) -> None:
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
+
+
+_CONTROLS = {c: "?" for c in (*range(0x20), 0x7F)}
 
 
 def info(text: str) -> None:

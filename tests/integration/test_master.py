@@ -160,3 +160,20 @@ def test_children_run_as_mail_owner_unless_unpriv_n(mta_factory):
     ps = subprocess.run(["ps", "-o", "user=,args=", "-e"], capture_output=True, text=True).stdout
     assert any(line.split()[0] in (MAIL_OWNER, str(owner.pw_uid)) and "postpy/probe" in line
                for line in ps.splitlines())
+
+
+def test_bad_reload_keeps_master_and_old_configuration(mta_factory):
+    mta = mta_factory(master_cf=probe_cf())
+    master = mta.master_pid()
+    cf = mta.config_dir / "master.cf"
+    good = cf.read_text()
+    cf.write_text(good + f"broken unix - - n - \u00b2 {PROBE}\n")      # not a number to int()
+    assert mta.run("postpy", "reload").returncode == 0
+    mta.wait_log(r"reload failed, keeping the old configuration: .*bad maxproc field")
+    # a service whose socket name is taken by a plain file
+    (mta.queue_dir / "private" / "blocked").write_text("not a socket")
+    cf.write_text(good + f"blocked unix - - n - - {PROBE}\n")
+    assert mta.run("postpy", "reload").returncode == 0
+    mta.wait_log(r"reload: bind .*private/blocked")
+    assert mta.master_pid() == master and mta.proc.poll() is None
+    assert ask(mta)["pid"] > 0                                       # still serving

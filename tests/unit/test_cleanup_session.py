@@ -195,22 +195,26 @@ def test_content_shapes(queue, content, stored_tail):
         assert b"\n\n" not in data
 
 
-def test_write_error_is_temporary_and_leaves_nothing(queue, monkeypatch):
+@pytest.mark.parametrize("err, reply", [
+    (28, "4.3.1 Insufficient system storage"),          # ENOSPC: the disk is full
+    (5, "4.3.0 Error: queue file write error"),         # EIO: anything else
+])
+def test_write_error_is_temporary_and_leaves_nothing(queue, monkeypatch, err, reply):
     real_write = qfile.QueueFileWriter.write
     calls = {"n": 0}
 
     def failing_write(self, data):
         calls["n"] += 1
         if calls["n"] == 2:
-            raise OSError(28, "No space left on device")
+            raise OSError(err, os.strerror(err))
         real_write(self, data)
 
     monkeypatch.setattr(qfile.QueueFileWriter, "write", failing_write)
     _, result, _ = converse(queue.settings(), smtp_env(), [b"Subject: x\n\n", b"a\n", b"b\n"])
     assert result is not None
-    assert (result.status, result.reply) == ("temp", "4.3.0 Error: queue file write error")
+    assert (result.status, result.reply) == ("temp", reply)
     assert queue.files() == []
-    assert "queue file write error: No space left on device" in queue.log()
+    assert f"queue file write error: {os.strerror(err)}" in queue.log()
 
 
 def test_missing_incoming_directory_is_temporary(queue):

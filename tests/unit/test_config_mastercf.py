@@ -94,6 +94,8 @@ BAD = [
     ("x unix - - n ? - cmd", 1, r"bad wakeup field \"\?\""),
     ("x unix - - n -5 - cmd", 1, r"bad wakeup field \"-5\""),
     ("x unix - - n - many cmd", 1, r"bad maxproc field \"many\""),
+    ("x unix - - n - \u00b2 cmd", 1, r"bad maxproc field"),
+    ("x unix - - n \u00b2 - cmd", 1, r"bad wakeup field"),
     ("x unix - - n - -1 cmd", 1, r"bad maxproc field \"-1\""),
     ("x unix - - n - - cmd -o", 1, r"bad -o option \"\" \(expected name=value\)"),
     ("x unix - - n - - cmd -o novalue", 1, r"bad -o option \"novalue\""),

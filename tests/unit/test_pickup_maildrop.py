@@ -379,3 +379,32 @@ def test_other_users_cannot_list_or_remove_submissions(open_qdir):
     _, status = os.waitpid(pid, 0)
     assert status == 0
     assert maildrop_files(queue) == [name]
+
+
+def test_pickup_removes_an_empty_directory_and_warns_once_about_a_full_one(qdir, server):
+    drop = qdir.base / "maildrop"
+    (drop / "empty").mkdir()
+    (drop / "full").mkdir()
+    (drop / "full" / "x").write_bytes(b"x")
+    os.chmod(drop / "full", 0o555)
+    pickup = pickup_for(qdir, server)
+    try:
+        pickup.scan()
+        pickup.scan()
+        assert not (drop / "empty").exists()
+        if os.geteuid() != 0:     # root may remove anything; an ordinary pickup may not
+            assert qdir.log().count("maildrop/full: a directory, not a submission") == 1
+    finally:
+        os.chmod(drop / "full", 0o755)
+
+
+def test_pickup_streams_no_more_than_the_size_limit(qdir, server):
+    """A huge (or sparse) submission costs pickup limit + 1 bytes, not its size."""
+    name = submit(qdir, b"Subject: big\n\n" + b"x" * 200_000)
+    fd, st = maildrop.open_checked(str(qdir.base / "maildrop"), name)
+    try:
+        sub = maildrop.read_submission(fd, st, name)
+        sent = sum(len(c) for c in maildrop.read_content(fd, sub, limit=1000))
+    finally:
+        os.close(fd)
+    assert sent == 1001

@@ -109,6 +109,8 @@ def test_mail_params_good(params: dict[str, str | None], field: str, value: obje
     ({"SIZE": "12x"}, "501 5.5.4 Bad message size syntax"),
     ({"SIZE": None}, "501 5.5.4 Bad message size syntax"),
     ({"SIZE": "9" * 21}, "501 5.5.4 Bad message size syntax"),
+    ({"SIZE": "\u00b2"}, "501 5.5.4 Bad message size syntax"),        # a digit to str.isdigit, not to int()
+    ({"SIZE": "\u0661\u0662"}, "501 5.5.4 Bad message size syntax"),  # Arabic-Indic digits
     ({"BODY": "9BIT"}, "501 5.5.4 Bad BODY keyword value"),
     ({"SMTPUTF8": "yes"}, "501 5.5.4 Bad SMTPUTF8 parameter syntax"),
     ({"RET": "ALL"}, "501 5.5.4 Bad RET parameter syntax"),
@@ -190,7 +192,7 @@ def test_parse_bdat(arg: str, result: tuple[int, bool]) -> None:
     assert parse_bdat(arg) == result
 
 
-@pytest.mark.parametrize("arg", ["", "x", "-1", "10 FIRST", "10 LAST more", "1" * 21])
+@pytest.mark.parametrize("arg", ["", "x", "-1", "10 FIRST", "10 LAST more", "1" * 21, "\u00b2 LAST"])
 def test_parse_bdat_bad(arg: str) -> None:
     with pytest.raises(CommandError) as info:
         parse_bdat(arg)
