@@ -177,3 +177,33 @@ def test_bad_reload_keeps_master_and_old_configuration(mta_factory):
     mta.wait_log(r"reload: bind .*private/blocked")
     assert mta.master_pid() == master and mta.proc.poll() is None
     assert ask(mta)["pid"] > 0                                       # still serving
+
+
+def _held(mta, count: int) -> list[socket.socket]:
+    conns = [socket.create_connection(("127.0.0.1", mta.port), timeout=10) for _ in range(count)]
+    return conns
+
+
+def test_maxproc_bounds_the_processes_of_a_service(mta_factory):
+    """6 connections held open against maxproc 4: 4 processes, 2 wait."""
+    mta = mta_factory(master_cf=probe_cf())
+    held = _held(mta, 6)
+    try:
+        wait_for(lambda: sum("-n 127.0.0.1" in a for a in mta.children().values()) == 4, 10, "4 children")
+        deadline = time.monotonic() + 1.0                      # and no fifth appears
+        while time.monotonic() < deadline:
+            assert sum("-n 127.0.0.1" in a for a in mta.children().values()) <= 4
+            time.sleep(0.05)
+    finally:
+        for conn in held:
+            conn.close()
+
+
+def test_max_use_and_max_idle_end_a_daemon(mta_factory):
+    mta = mta_factory(master_cf=probe_cf(), max_use="1", max_idle="1s")
+    first = ask(mta)["pid"]
+    second = ask(mta)["pid"]
+    assert second != first                                     # max_use = 1: one connection each
+    wait_for(lambda: not any("-n 127.0.0.1" in a for a in mta.children().values()), 15,
+             "the idle inet daemon to exit (max_idle)")
+    assert "-n keeper" in " ".join(mta.children().values())   # a wakeup service is kept running

@@ -69,3 +69,13 @@ def test_every_default_converts_with_its_type(tmp_path: Path) -> None:
 @pytest.mark.parametrize("param", [p for p in PARAMS if p.type == "bool"], ids=lambda p: p.name)
 def test_bool_defaults_are_yes_or_no(param: Param) -> None:
     assert param.default in ("yes", "no")
+
+
+def test_every_parameter_the_code_reads_is_in_the_table() -> None:
+    """postconf -d must list every parameter postpy uses: scan the sources."""
+    root = Path(__file__).resolve().parents[2] / "postpy"
+    pattern = re.compile(r"\bcfg\.get(?:_int|_bool|_time|_list|_size|_path)?\(\s*\"([a-z0-9_]+)\"")
+    used = {name for path in root.rglob("*.py") for name in pattern.findall(path.read_text())}
+    assert len(used) > 50                              # the scan itself works
+    missing = sorted(used - set(BY_NAME))
+    assert missing == [], f"parameters read but not declared in params.py: {missing}"

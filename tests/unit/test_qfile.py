@@ -410,3 +410,28 @@ def test_record_results_writes_statuses_and_log_in_one_go(tmp_path):
         (1, "failed", "no such user"), (2, "delayed", "connection refused")]
     with pytest.raises(ValueError):
         qfile.record_results(path, {"?": [c]}, [])
+
+
+def test_finish_syncs_file_then_renames_then_syncs_directory(tmp_path, monkeypatch):
+    """The durability rule: data on disk before the name, the name on disk
+    before finish() returns (and so before any 250 or exit 0)."""
+    calls: list[str] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        import stat as st
+        calls.append("fsync-dir" if st.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
+        real_fsync(fd)
+
+    def rename(src: str, dst: str) -> None:
+        calls.append("rename")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(qfile.os, "fsync", fsync)
+    monkeypatch.setattr(qfile.os, "rename", rename)
+    env = qfile.Envelope("s@x", [qfile.Recipient("a@x")], arrival=1.0)
+    writer = qfile.QueueFileWriter(str(tmp_path), "5BRW00000Bz2", env)
+    writer.write(b"Subject: x\n\nbody\n")
+    assert calls == [] and not (tmp_path / "5BRW00000Bz2").exists()
+    writer.finish()
+    assert calls == ["fsync-file", "rename", "fsync-dir"]
