@@ -56,6 +56,7 @@ from postpy.util import maillog
 from postpy.util.sysexits import (
     EX_CANTCREAT,
     EX_CONFIG,
+    EX_DATAERR,
     EX_NOINPUT,
     EX_UNAVAILABLE,
     EX_USAGE,
@@ -265,6 +266,13 @@ def _build(flavor: Flavor, opts: Options, default_type: str, utf8: bool) -> int:
         parsed = flavor.parse(text, label, opts.fold, opts.duplicates, utf8)
         for warning in parsed.warnings:
             maillog.warning(warning)
+        malformed = [w for w in parsed.warnings if ": duplicate entry: " not in w]
+        if malformed:
+            # Unlike Postfix, which skips such lines and builds the rest: a table
+            # missing entries its author meant to have would misroute mail, so
+            # the old table stays until the source is fixed.
+            raise Fatal(f"{label}: {len(malformed)} malformed line(s); {db_path} not changed",
+                        EX_DATAERR)
         good = ParseResult([], [])
         for entry in parsed.entries:
             problem = lmdb_table.key_problem(entry.key)

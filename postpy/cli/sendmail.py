@@ -182,15 +182,16 @@ def enqueue(opts: Options, cfg: Config) -> int:
             reader, held = split_header_block(chunks, cfg.get_size("header_size_limit"),
                                               cfg.get_int("header_count_limit"))
             chunks = chain(held, chunks)
-            # Header recipients go without NOTIFY: cleanup extracts them again
-            # (notify "") and drops only exact duplicates, so giving them -N's
-            # value here would queue each twice.  (-N therefore applies to the
-            # argument recipients only until cleanup carries it over.)
+            # Header recipients get -N's NOTIFY too (as Postfix's sendmail
+            # does); cleanup extracts them again but keeps an address that is
+            # already in the envelope, so these, with their NOTIFY, win.
             given = {r.address for r in rcpts}
-            rcpts += [qfile.Recipient(address) for address in _unique(header_recipients(reader))
-                      if address not in given]
+            rcpts += [qfile.Recipient(address, notify=opts.notify)
+                      for address in _unique(header_recipients(reader)) if address not in given]
             if not rcpts:
-                return cmdlog.fatal("No recipient addresses found in message header", EX_USAGE)
+                # EX_DATAERR: the input is what is wrong (Postfix itself says
+                # EX_USAGE here; the exit status table in README.md notes it).
+                return cmdlog.fatal("No recipient addresses found in message header", EX_DATAERR)
         submit_to_maildrop(cfg.get_path("queue_directory"), sender, rcpts, chunks, attrs)
     except InputError as exc:
         return cmdlog.fatal(f"{who}: {exc}", EX_DATAERR)

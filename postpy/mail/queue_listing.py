@@ -91,13 +91,14 @@ def printable(text: str) -> str:
 # -- reading the queue ----------------------------------------------------------
 
 def entry_from_envelope(queue_name: str, queue_id: str, env: qfile.Envelope) -> Entry:
-    last = env.last_log()
+    # The newest *delay* reason per recipient (a delay-warning marker is not one).
+    delayed = {e.index: e for e in env.log if e.action == "delayed"}
     recipients = []
     for rcpt in env.recipients:
         if rcpt.status != qfile.PENDING:
             continue
-        log = last.get(rcpt.index)
-        reason = log.text if log is not None and log.action == "delayed" else ""
+        log = delayed.get(rcpt.index)
+        reason = log.text if log is not None else ""
         recipients.append(ListedRecipient(printable(rcpt.address), printable(reason)))
     return Entry(queue_name, queue_id, int(env.arrival), env.content_length,
                  printable(env.sender), recipients,

@@ -83,6 +83,9 @@ class Qmgr:
         self.flush_sites: set[str] = set()
         self.next_deferred_scan = 0.0
         self.active_limit = self.cfg.get_int("qmgr_message_active_limit")
+        self.recipient_limit = self.cfg.get_int("qmgr_message_recipient_limit")
+        self.recipients = 0               # recipients of the messages in self.active
+        self.deferred_waiting = False     # due deferred mail left behind for want of room
         self.maxproc = {s.name: s.maxproc for s in load_master_cf(self.cfg.config_dir).services}
         self.tasks: set[asyncio.Task[Any]] = set()
 
@@ -129,8 +132,12 @@ class Qmgr:
         return allowed
 
     # -- moving files in ------------------------------------------------------
+    def _room(self) -> bool:
+        """Below qmgr_message_active_limit and qmgr_message_recipient_limit?"""
+        return len(self.active) < self.active_limit and self.recipients < self.recipient_limit
+
     def _activate(self, queue: str, queue_id: str) -> None:
-        if queue_id in self.active or len(self.active) >= self.active_limit:
+        if queue_id in self.active or not self._room():
             return
         if queue != ACTIVE:
             try:
@@ -147,6 +154,7 @@ class Qmgr:
             return
         msg = ActiveMessage(queue_id, env)
         self.active[queue_id] = msg
+        self.recipients += len(env.recipients)
         maillog.info(f"{queue_id}: from=<{env.sender}>, size={env.content_length}, "
                      f"nrcpt={len(env.recipients)} (queue active)")
         self._schedule(msg)
@@ -154,7 +162,7 @@ class Qmgr:
     def _scan_incoming(self) -> None:
         self.scan_incoming_wanted = False
         for queue_id in layout.list_queue(".", INCOMING):
-            if len(self.active) >= self.active_limit:
+            if not self._room():
                 self.scan_incoming_wanted = True     # come back when room frees up
                 return
             self._activate(INCOMING, queue_id)
@@ -164,7 +172,13 @@ class Qmgr:
         force, ids, sites = self.flush_all, self.flush_ids, self.flush_sites
         self.flush_all, self.flush_ids, self.flush_sites = False, set(), set()
         self.next_deferred_scan = time.monotonic() + self.cfg.get_time("queue_run_delay")
+        self.deferred_waiting = False
         for queue_id in layout.list_queue(".", DEFERRED):
+            if not self._room():
+                # Full: look again as soon as a message leaves the active queue.
+                self.deferred_waiting = True
+                self.next_deferred_scan = 0.0
+                return
             path = os.path.join(DEFERRED, queue_id)
             due = force or queue_id in ids
             if not due and sites:
@@ -254,9 +268,8 @@ class Qmgr:
             entry = last.get(rcpt.index)
             dsn, text = (entry.dsn, entry.text) if entry else ("4.4.7", "message expired")
             entries.append(qfile.LogEntry(rcpt.index, "failed", dsn, text))
-        qfile.append_log(msg.path, entries)
+        self._write_outcome(msg, {qfile.BOUNCED: pending}, entries)
         msg.env.log.extend(entries)
-        qfile.set_status(msg.path, pending, qfile.BOUNCED)
         maillog.info(f"{msg.queue_id}: from=<{msg.env.sender}>, status=expired, returned to sender")
 
     # -- results --------------------------------------------------------------
@@ -286,7 +299,7 @@ class Qmgr:
                        entries: list[qfile.LogEntry]) -> None:
         """Make the outcome durable in the queue file, before anything else
         happens to the message (one pwrite per status byte, one fsync)."""
-        if not statuses and not entries:
+        if (not statuses and not entries) or msg.gone:
             return
         try:
             qfile.record_results(msg.path, statuses, entries)
@@ -320,11 +333,12 @@ class Qmgr:
         if not rcpts:
             return
         if await self._bounce(msg, kind, [r.index for r in rcpts]):
-            qfile.set_status(msg.path, rcpts, qfile.DONE)
+            self._write_outcome(msg, {qfile.DONE: rcpts}, [])
 
     async def _bounce(self, msg: ActiveMessage, kind: str, indexes: list[int]) -> bool:
         try:
-            reader, writer = await asyncio.open_unix_connection(os.path.join("private", "bounce"))
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(os.path.join("private", "bounce")), 30)
             try:
                 writer.write(codec.encode(BounceRequest(msg.queue_id, ACTIVE, kind, indexes)))
                 await writer.drain()
@@ -341,15 +355,19 @@ class Qmgr:
         return True
 
     async def _finish(self, msg: ActiveMessage) -> None:
-        if msg.gone or not os.path.exists(msg.path):
-            del self.active[msg.queue_id]
+        try:
+            await self._notify(msg, "failure", qfile.BOUNCED)
+            await self._notify(msg, "success", qfile.SUCCESS)
+            pending = msg.env.pending()
+            owed = [r for r in msg.env.recipients if r.status in (qfile.BOUNCED, qfile.SUCCESS)]
+            if pending:
+                await self._delay_warning(msg, pending)
+        finally:
+            if msg.gone or not os.path.exists(msg.path):
+                # postsuper deleted or held it while we waited: nothing left to do.
+                self._forget(msg)
+        if msg.queue_id not in self.active:
             return
-        await self._notify(msg, "failure", qfile.BOUNCED)
-        await self._notify(msg, "success", qfile.SUCCESS)
-        pending = msg.env.pending()
-        owed = [r for r in msg.env.recipients if r.status in (qfile.BOUNCED, qfile.SUCCESS)]
-        if pending:
-            await self._delay_warning(msg, pending)
         if not pending and not owed:
             try:
                 os.unlink(msg.path)
@@ -358,9 +376,13 @@ class Qmgr:
             maillog.info(f"{msg.queue_id}: removed")
         else:
             self._defer(msg)
-        del self.active[msg.queue_id]
-        if self.scan_incoming_wanted:
+        self._forget(msg)
+        if self.scan_incoming_wanted or self.deferred_waiting:
             self.wake.set()
+
+    def _forget(self, msg: ActiveMessage) -> None:
+        if self.active.pop(msg.queue_id, None) is not None:
+            self.recipients -= len(msg.env.recipients)
 
     async def _delay_warning(self, msg: ActiveMessage, pending: list[qfile.Recipient]) -> None:
         warn_after = self.cfg.get_time("delay_warning_time")
@@ -370,7 +392,7 @@ class Qmgr:
             return
         if await self._bounce(msg, "delay", [r.index for r in pending]):
             entry = qfile.LogEntry(pending[0].index, "warned", "4.0.0", "delay warning sent")
-            qfile.append_log(msg.path, [entry])
+            self._write_outcome(msg, {}, [entry])
             msg.env.log.append(entry)
 
     def _defer(self, msg: ActiveMessage) -> None:

@@ -79,7 +79,7 @@ class Target:
 def parse_port(text: str, default: int) -> int:
     if not text:
         return default
-    if text.isdigit() and 0 < int(text) < 65536:
+    if text.isascii() and text.isdigit() and 0 < int(text) < 65536:
         return int(text)
     try:
         return socket.getservbyname(text, "tcp")

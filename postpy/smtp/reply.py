@@ -95,7 +95,7 @@ class Features:
             if keyword == "PIPELINING":
                 feats.pipelining = True
             elif keyword == "SIZE":
-                feats.size = int(arg) if arg.isdigit() and len(arg) < 20 else 0
+                feats.size = int(arg) if arg.isascii() and arg.isdigit() and len(arg) < 20 else 0
             elif keyword == "8BITMIME":
                 feats.eightbitmime = True
             elif keyword == "SMTPUTF8":

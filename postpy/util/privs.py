@@ -31,7 +31,7 @@ class Identity:
 def lookup_user(name: str) -> Identity:
     """The passwd entry of a user name (or numeric uid)."""
     try:
-        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+        entry = pwd.getpwuid(int(name)) if name.isascii() and name.isdigit() else pwd.getpwnam(name)
     except KeyError:
         raise PrivilegeError(f"unknown user: {name}") from None
     return Identity(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, entry.pw_shell)

@@ -173,3 +173,41 @@ def test_garbled_and_truncated_files_go_to_corrupt(mta_factory, shared_dir):
     after = inject(mta, ["ok2@mx.test.example"])
     mta.wait_log(rf"{after}: removed")
     assert "panic" not in mta.log() and "fatal" not in mta.log()
+
+
+def test_message_removed_while_qmgr_waits_for_bounce(mta_factory, shared_dir):
+    """postsuper -d during qmgr's wait for the bounce service must not kill qmgr."""
+    journal = shared_dir / "journal"
+    gate = shared_dir / "gate"
+    slow = ROOT / "tests" / "data" / "daemons" / "slow_bounce"
+    mta = mta_factory(master_cf=qmgr_cf(str(journal)) + f"bounce unix - - n - 1 {slow} {gate}\n")
+    qmgr_pid = wait_for(lambda: [p for p, a in mta.children().items() if "qmgr" in a], 10, "qmgr")[0]
+    queue_id = inject(mta, ["bounce@mx.test.example"])
+    wait_for(lambda: (shared_dir / "gate.waiting").exists(), 10, "qmgr to ask for a notice")
+    os.unlink(mta.queue_dir / "active" / queue_id)                 # as postsuper -d would
+    gate.touch()
+    after = inject(mta, ["ok@mx.test.example"])
+    mta.wait_log(rf"{after}: removed")
+    assert "fatal" not in mta.log()
+    assert [p for p, a in mta.children().items() if "qmgr" in a] == [qmgr_pid]
+
+
+def test_delay_warning_sent_once_and_reason_still_listed(mta_factory, shared_dir):
+    journal = shared_dir / "journal"
+    gate = shared_dir / "gate"
+    gate.touch()                                                  # the stand-in answers at once
+    slow = ROOT / "tests" / "data" / "daemons" / "slow_bounce"
+    mta = mta_factory(master_cf=qmgr_cf(str(journal)) + f"bounce unix - - n - 1 {slow} {gate}\n"
+                      "showq unix n - n - - showq\n",
+                      delay_warning_time="1s", minimal_backoff_time="300s")
+    queue_id = inject(mta, ["defer@mx.test.example"], arrival=time.time() - 5)
+    wait_for(lambda: queue_id in mta.queue_ids("deferred"), 10, "message deferred")
+    env = qfile.read_envelope(str(mta.queue_dir / "deferred" / queue_id))
+    assert [e.action for e in env.log] == ["delayed", "warned"]
+    send_trigger(str(mta.queue_dir / "public" / "qmgr"), FLUSH)
+    wait_for(lambda: mta.log().count(f"{queue_id}: from=<") == 2, 10, "second attempt")
+    wait_for(lambda: queue_id in mta.queue_ids("deferred"), 10, "deferred again")
+    env = qfile.read_envelope(str(mta.queue_dir / "deferred" / queue_id))
+    assert [e.action for e in env.log].count("warned") == 1       # once only
+    listing = mta.run("postqueue", "-j").stdout
+    assert '"delay_reason": "try again later"' in listing, listing
