@@ -214,15 +214,27 @@ class StdioSession:
             return replies.NEED_RCPT
         self.reply(replies.START_DATA)
         txn, self.txn = self.txn, Txn()
+        content = self._content()
         try:
-            name = self.submit(txn.sender or "", txn.recipients, self._content(), txn.attrs)
+            name = self.submit(txn.sender or "", txn.recipients, content, txn.attrs)
         except TooBig:
             return replies.TOO_BIG
         except MaildropError:
+            self._read_rest(content)
             return replies.WRITE_ERROR
         except ValueError as exc:
+            self._read_rest(content)
             return Reply.of(554, f"5.5.4 Error: {exc}")
         return replies.queued(name.split(".", 1)[0])
+
+    def _read_rest(self, content: Iterator[bytes]) -> None:
+        """After 354 the message must be read up to its "." line whatever
+        happens (RFC 5321): otherwise its lines would be taken as commands."""
+        try:
+            for _ in content:
+                pass
+        except TooBig:
+            pass
 
     def _content(self) -> Iterator[bytes]:
         """The message up to the "." line: unstuffed, LF line ends, bounded."""

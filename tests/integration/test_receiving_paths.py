@@ -291,9 +291,6 @@ def test_renewed_certificate_with_root_only_key_after_reload(mta_factory: Any,
 
 # -- sendmail -bs: SMTP on stdin ----------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="sendmail -bs answers DATA before reading the content when "
-                   "the maildrop file cannot be created, so the content is taken as commands "
-                   "(postpy/cli/sendmail_smtp.py, data())")
 def test_sendmail_bs_reads_the_whole_message_when_the_maildrop_fails(mta_factory: Any) -> None:
     mta = mta_factory(master_cf=MASTER_CF, start=False, **PARAMS)
     assert not (mta.queue_dir / "maildrop").exists()      # never started: no queue tree
