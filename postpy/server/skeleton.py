@@ -141,10 +141,11 @@ def prepare(program: str, argv: list[str] | None = None,
         maillog.fatal(f"chdir {queue_directory}: {exc.strerror}")
     if before_jail:
         before_jail(ctx)
-    if os.getuid() == 0 and env.get("POSTPY_UNPRIV", "1") == "1":
+    if os.getuid() == 0:
         if env.get("POSTPY_CHROOT") == "1":
             privs.enter_chroot(queue_directory)
-        privs.drop_to(identity.uid, identity.gid)
+        if env.get("POSTPY_UNPRIV", "1") == "1":
+            privs.drop_to(identity.uid, identity.gid)
     signal.signal(signal.SIGUSR1, lambda *_: setattr(ctx, "stopping", True))
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
