@@ -54,6 +54,35 @@ def ensure_system_users() -> None:
     subprocess.run(["sh", str(ROOT / "scripts" / "create-users")], check=True)
 
 
+def as_user(user: pwd.struct_passwd, action: Callable[[], object]) -> str:
+    """Run ``action()`` in a forked child with ``user``'s ids; its result as
+    text, or ``"FAILED: <exception>"``.
+
+    A fork rather than a new interpreter: the test's Python may live where
+    other users cannot reach it (e.g. under /root).
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            os.write(write_end, str(action()).encode())
+            status = 0
+        except BaseException as exc:
+            os.write(write_end, f"{type(exc).__name__}: {exc}".encode())
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    out = os.read(read_end, 4000).decode()
+    os.close(read_end)
+    return ("" if status == 0 else "FAILED: ") + out
+
+
 class MTA:
     def __init__(self, base: Path, master_cf: str | None, params: dict[str, str]) -> None:
         self.base = base

@@ -12,7 +12,7 @@ import re
 import stat
 
 import pytest
-from conftest import IS_ROOT, MAIL_OWNER, wait_for
+from conftest import IS_ROOT, MAIL_OWNER, as_user, wait_for
 
 from postpy.queue import maildrop, qfile
 
@@ -110,34 +110,6 @@ def test_too_many_hops_is_returned_to_the_sender(system):
     assert {e.dsn for e in env.log} == {"5.4.6"} and len(env.log) == len(env.recipients)
     assert b"Subject: loop\n" in data and env.attrs.get("ret") == "HDRS"
     assert mta.queue_ids("maildrop") == [] and mta.queue_ids("corrupt") == []
-
-
-def as_user(user: pwd.struct_passwd, action) -> str:
-    """Run ``action()`` in a forked child with ``user``'s ids; its result as text.
-
-    (A fork rather than a new interpreter: the test's Python may live where
-    other users cannot reach it, e.g. under /root.)
-    """
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(user.pw_gid)
-            os.setuid(user.pw_uid)
-            os.write(write_end, str(action()).encode())
-            status = 0
-        except BaseException as exc:
-            os.write(write_end, f"{type(exc).__name__}: {exc}".encode())
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    _, status = os.waitpid(pid, 0)
-    out = os.read(read_end, 1000).decode()
-    os.close(read_end)
-    return ("" if status == 0 else "FAILED: ") + out
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to act as another user")

@@ -12,7 +12,7 @@ import pwd
 import signal
 import time
 
-from conftest import IS_ROOT, MAIL_OWNER, ROOT, wait_for
+from conftest import IS_ROOT, MAIL_OWNER, ROOT, as_user, wait_for
 
 from postpy.ipc.trigger import FLUSH, SCAN, send_trigger
 from postpy.queue import qfile, qid
@@ -132,15 +132,7 @@ def test_flush_refused_for_unauthorized_user(mta_factory, shared_dir):
     queue_id = inject(mta, ["defer@mx.test.example"])
     wait_for(lambda: queue_id in mta.queue_ids("deferred"), 10, "message deferred")
     nobody = pwd.getpwnam("nobody")
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setgid(nobody.pw_gid)
-            os.setuid(nobody.pw_uid)
-            send_trigger(str(mta.queue_dir / "public" / "qmgr"), FLUSH)
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
+    assert as_user(nobody, lambda: send_trigger(str(mta.queue_dir / "public" / "qmgr"), FLUSH)) == "True"
     mta.wait_log(rf"flush request from uid {nobody.pw_uid} refused")
     send_trigger(str(mta.queue_dir / "public" / "qmgr"), FLUSH)          # root may
     wait_for(lambda: mta.log().count(f"{queue_id}: from=<") == 2, 10, "flushed by root")

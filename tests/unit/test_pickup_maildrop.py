@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import as_user
 from test_cleanup_session import CleanupServer, Queue
 
 from postpy.pickup.scan import Outcome, Pickup, PickupSettings
@@ -305,29 +306,10 @@ def open_qdir() -> Iterator[Queue]:
 
 def submit_as(user: pwd.struct_passwd, queue: Queue) -> str:
     """Submit from a child process running as ``user``; the file name."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(user.pw_gid)
-            os.setuid(user.pw_uid)
-            name = maildrop.submit_to_maildrop(str(queue.base), user.pw_name, ["x@example.net"],
-                                               b"Subject: s\n\n", trigger=False)
-            os.write(write_end, name.encode())
-            status = 0
-        except BaseException as exc:
-            os.write(write_end, f"error: {exc!r}".encode())
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    _, status = os.waitpid(pid, 0)
-    out = os.read(read_end, 500).decode()
-    os.close(read_end)
-    assert status == 0, out
-    return out
+    name = as_user(user, lambda: maildrop.submit_to_maildrop(
+        str(queue.base), user.pw_name, ["x@example.net"], b"Subject: s\n\n", trigger=False))
+    assert not name.startswith("FAILED"), name
+    return name
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to submit as another user")
@@ -357,27 +339,11 @@ def test_other_users_cannot_list_or_remove_submissions(open_qdir):
     queue = open_qdir
     nobody = pwd.getpwnam("nobody")
     name = submit(queue)                      # root's submission
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            os.setgroups([])
-            os.setgid(nobody.pw_gid)
-            os.setuid(nobody.pw_uid)
-            drop = os.path.join(str(queue.base), "maildrop")
-            for attempt in (lambda: os.listdir(drop),
-                            lambda: os.unlink(os.path.join(drop, name)),
-                            lambda: os.rename(os.path.join(drop, name), os.path.join(drop, "mine"))):
-                try:
-                    attempt()
-                except PermissionError:
-                    continue
-                os._exit(2)
-            status = 0
-        finally:
-            os._exit(status)
-    _, status = os.waitpid(pid, 0)
-    assert status == 0
+    drop = os.path.join(str(queue.base), "maildrop")
+    for attempt in (lambda: os.listdir(drop),
+                    lambda: os.unlink(os.path.join(drop, name)),
+                    lambda: os.rename(os.path.join(drop, name), os.path.join(drop, "mine"))):
+        assert as_user(nobody, attempt).startswith("FAILED: PermissionError")
     assert maildrop_files(queue) == [name]
 
 
