@@ -40,15 +40,14 @@ from collections.abc import Callable
 from typing import Any
 
 from postpy.config.mastercf import load_master_cf
-from postpy.ipc import codec
 from postpy.ipc.messages import (
-    BounceRequest,
-    BounceResult,
     DeliveryRcpt,
     DeliveryRequest,
     RecipientResult,
 )
 from postpy.mail.events import Timing, log_delivery
+from postpy.qmgr.message import ActiveMessage, outcome
+from postpy.qmgr.notices import request_notice
 from postpy.qmgr.resolve import Route, domain_of, resolve
 from postpy.qmgr.transport import AgentPool, Job
 from postpy.queue import layout, qfile
@@ -58,16 +57,6 @@ from postpy.server.skeleton import ServerContext
 from postpy.util import maillog
 
 SHUTDOWN_GRACE = 30.0
-
-
-class ActiveMessage:
-    def __init__(self, queue_id: str, env: qfile.Envelope) -> None:
-        self.queue_id = queue_id
-        self.env = env
-        self.active_time = time.time()
-        self.outstanding = 0
-        self.gone = False          # removed from active/ by someone else (postsuper)
-        self.path = os.path.join(ACTIVE, queue_id)
 
 
 class Qmgr:
@@ -273,28 +262,6 @@ class Qmgr:
         maillog.info(f"{msg.queue_id}: from=<{msg.env.sender}>, status=expired, returned to sender")
 
     # -- results --------------------------------------------------------------
-    def _outcome(self, msg: ActiveMessage, results: list[RecipientResult]
-                 ) -> tuple[dict[str, list[qfile.Recipient]], list[qfile.LogEntry]]:
-        """What the results mean for the queue file: status changes and L records."""
-        by_index = {r.index: r for r in msg.env.recipients}
-        entries: list[qfile.LogEntry] = []
-        statuses: dict[str, list[qfile.Recipient]] = {}
-        for result in results:
-            rcpt = by_index.get(result.index)
-            if rcpt is None or rcpt.status != qfile.PENDING:
-                continue
-            if result.status == "sent":
-                wants = "SUCCESS" in rcpt.notify.upper().split(",")
-                statuses.setdefault(qfile.SUCCESS if wants else qfile.DONE, []).append(rcpt)
-                if wants:
-                    entries.append(qfile.LogEntry(rcpt.index, "delivered", result.dsn, result.text))
-            elif result.status == "bounced":
-                entries.append(qfile.LogEntry(rcpt.index, "failed", result.dsn, result.text))
-                statuses.setdefault(qfile.BOUNCED, []).append(rcpt)
-            else:
-                entries.append(qfile.LogEntry(rcpt.index, "delayed", result.dsn, result.text))
-        return statuses, entries
-
     def _write_outcome(self, msg: ActiveMessage, statuses: dict[str, list[qfile.Recipient]],
                        entries: list[qfile.LogEntry]) -> None:
         """Make the outcome durable in the queue file, before anything else
@@ -311,14 +278,14 @@ class Qmgr:
             maillog.fatal(f"{msg.queue_id}: cannot record delivery status in {msg.path}: {exc}")
 
     def _record(self, msg: ActiveMessage, results: list[RecipientResult]) -> None:
-        statuses, entries = self._outcome(msg, results)
+        statuses, entries = outcome(msg, results)
         self._write_outcome(msg, statuses, entries)
         msg.env.log.extend(entries)
 
     async def _record_async(self, msg: ActiveMessage, results: list[RecipientResult]) -> None:
         """The same, with the fsync in a worker thread so scheduling goes on meanwhile;
         the message is finished only after its last result is on disk."""
-        statuses, entries = self._outcome(msg, results)
+        statuses, entries = outcome(msg, results)
         await asyncio.to_thread(self._write_outcome, msg, statuses, entries)
         msg.env.log.extend(entries)
         msg.outstanding -= 1
@@ -332,27 +299,8 @@ class Qmgr:
         rcpts = [r for r in msg.env.recipients if r.status == status]
         if not rcpts:
             return
-        if await self._bounce(msg, kind, [r.index for r in rcpts]):
+        if await request_notice(msg.queue_id, kind, [r.index for r in rcpts]):
             self._write_outcome(msg, {qfile.DONE: rcpts}, [])
-
-    async def _bounce(self, msg: ActiveMessage, kind: str, indexes: list[int]) -> bool:
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(os.path.join("private", "bounce")), 30)
-            try:
-                writer.write(codec.encode(BounceRequest(msg.queue_id, ACTIVE, kind, indexes)))
-                await writer.drain()
-                reply = await asyncio.wait_for(codec.async_recv(reader, "bounce"), 120)
-                result = codec.expect(reply, BounceResult, "bounce")
-            finally:
-                writer.close()
-        except (TimeoutError, OSError, EOFError, codec.IpcError) as exc:
-            maillog.warning(f"{msg.queue_id}: cannot send {kind} notice: {exc or type(exc).__name__}")
-            return False
-        if result.status != "ok":
-            maillog.warning(f"{msg.queue_id}: {kind} notice deferred: {result.text}")
-            return False
-        return True
 
     async def _finish(self, msg: ActiveMessage) -> None:
         try:
@@ -390,7 +338,7 @@ class Qmgr:
             return
         if any(e.action == "warned" for e in msg.env.log):
             return
-        if await self._bounce(msg, "delay", [r.index for r in pending]):
+        if await request_notice(msg.queue_id, "delay", [r.index for r in pending]):
             entry = qfile.LogEntry(pending[0].index, "warned", "4.0.0", "delay warning sent")
             self._write_outcome(msg, {}, [entry])
             msg.env.log.append(entry)
