@@ -168,6 +168,7 @@ PARAMS: tuple[Param, ...] = (
     _P("smtp_connection_reuse_time_limit", "time", "300s", "Age after which a connection is no longer reused.", 1),
     _P("smtp_dns_timeout", "time", "10s", "Time limit for one DNS lookup by the SMTP client.", 1),
     _P("smtp_line_length_limit", "int", "998", "Longest line sent; longer ones are broken with CRLF SPACE (0: no limit).", 0),
+    _P("disable_mime_output_conversion", "bool", "no", "Send 8-bit content as is to a server without 8BITMIME, instead of converting it to 7 bit."),
     # --- submission --------------------------------------------------------
     _P("authorized_submit_users", "list", "static:anyone", "Users allowed to submit with sendmail."),
     _P("authorized_mailq_users", "list", "static:anyone", "Users allowed to list the queue."),

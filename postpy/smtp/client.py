@@ -18,10 +18,12 @@ shapes (``connect to h[a]:25: Connection refused``, ``host h[a] said: 550
 5.1.1 ... (in reply to RCPT TO command)``, ``lost connection with h[a]
 while sending message body``) because logs and DSNs carry them.
 
-8-bit content to a server without 8BITMIME is sent as it is, without a
-BODY parameter (what Postfix does with ``disable_mime_output_conversion =
-yes``, and what servers in practice accept); postpy has no MIME converter
-to quoted-printable.  Mail that *needs* SMTPUTF8 is never sent to a server
+8-bit content to a server without 8BITMIME (RFC 6152 section 3) is
+converted to 7 bit by :func:`postpy.smtp.mime7bit.to_7bit` (quoted-printable
+or base64 per part) and sent without a BODY parameter.  Content that cannot
+be converted safely, and all 8-bit content when
+``disable_mime_output_conversion = yes``, is sent as it is (what servers in
+practice accept).  Mail that *needs* SMTPUTF8 is never sent to a server
 without it: it bounces with 5.6.7 (RFC 6531 section 3.4).
 
 Every network step has its own limit (``smtp_connect_timeout``,
@@ -34,6 +36,7 @@ Every network step has its own limit (``smtp_connect_timeout``,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import ssl
 import time
@@ -44,6 +47,7 @@ from postpy.smtp.dns import Target, literal_address
 from postpy.smtp.encode import DataEncoder, orcpt_param, xtext
 from postpy.smtp.failure import DeliveryFailure, permanent, temporary
 from postpy.smtp.message import Outcome, OutMessage, OutRcpt
+from postpy.smtp.mime7bit import to_7bit
 from postpy.smtp.reply import MAX_REPLY_LINES, Features, Reply, ReplyError, parse_line
 from postpy.smtp.settings import ClientSettings
 from postpy.smtp.tls import TlsPolicy, describe
@@ -253,6 +257,17 @@ class Session:
                 sender += f" ENVID={xtext(msg.envid)}"
         return sender
 
+    def _downgrade(self, msg: OutMessage) -> OutMessage:
+        """8-bit content for a server without 8BITMIME, as 7 bit when it can be converted."""
+        if not msg.eightbit or self.features.eightbitmime or \
+                not self.settings.mime_output_conversion:
+            return msg
+        converted = to_7bit(b"".join(msg.chunks()))
+        if converted is None:
+            return msg
+        return dataclasses.replace(msg, chunks=lambda: (converted,), size=len(converted),
+                                   eightbit=False)
+
     def _rcpt_command(self, rcpt: OutRcpt) -> str:
         line = f"RCPT TO:<{rcpt.address}>"
         if self.features.dsn:
@@ -277,6 +292,7 @@ class Session:
     async def send_message(self, msg: OutMessage) -> list[Outcome]:
         """One transaction; one outcome per recipient, in order."""
         self.uses += 1
+        msg = self._downgrade(msg)
         refused = self._refuse(msg)
         if refused is not None:
             return [refused] * len(msg.recipients)

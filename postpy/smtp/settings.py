@@ -36,6 +36,7 @@ class ClientSettings:
     bind_address: str = ""
     skip_5xx_greeting: bool = True
     line_length_limit: int = 998
+    mime_output_conversion: bool = True    # 8-bit to 7 bit for servers without 8BITMIME
 
 
 @dataclass
@@ -65,7 +66,8 @@ def load_settings(cfg: Config) -> AgentSettings:
         tls=make_policy(cfg.get("smtp_tls_security_level"), cfg.get("smtp_tls_CAfile")),
         timeouts=t, bind_address=cfg.get("smtp_bind_address"),
         skip_5xx_greeting=cfg.get_bool("smtp_skip_5xx_greeting"),
-        line_length_limit=cfg.get_int("smtp_line_length_limit"))
+        line_length_limit=cfg.get_int("smtp_line_length_limit"),
+        mime_output_conversion=not cfg.get_bool("disable_mime_output_conversion"))
     return AgentSettings(
         client=client, default_port=parse_port(cfg.get("smtp_tcp_port").strip(), 25),
         destination_limit=cfg.get_int("smtp_destination_concurrency_limit"),

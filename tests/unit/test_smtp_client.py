@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import ssl
 from collections.abc import Coroutine
 from pathlib import Path
@@ -156,6 +158,34 @@ def test_smtputf8_sent_when_offered() -> None:
                                                       needs_smtputf8=True))
         assert outcomes[0].status == "sent"
         assert "MAIL FROM:<ö@example.com> SIZE=" in peer.commands[1] and peer.commands[1].endswith("SMTPUTF8")
+    run(go())
+
+
+EIGHTBIT = (b"Subject: accents\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n"
+            b"Content-Transfer-Encoding: 8bit\n\n.caf\xc3\xa9\nna\xc3\xafve \n")
+
+
+@pytest.mark.parametrize("convert", [True, False], ids=["converted", "disabled"])
+def test_eightbit_to_a_server_without_8bitmime(convert: bool) -> None:
+    features = ["PIPELINING", "SIZE 10240000", "DSN"]
+    cs = settings()
+    cs.mime_output_conversion = convert
+    async def go() -> None:
+        async with Peer(Script(features=features)) as peer:
+            outcomes, _ = await deliver(peer, message(content=EIGHTBIT, eightbit=True), cs)
+        assert outcomes[0].status == "sent"
+        mail = peer.commands[1]
+        assert "BODY=" not in mail
+        wire = peer.messages[0]
+        if not convert:                 # disable_mime_output_conversion = yes: as is
+            assert wire == EIGHTBIT.replace(b"\n", b"\r\n").replace(b"\r\n.c", b"\r\n..c") + b".\r\n"
+            return
+        assert all(b < 0x80 for b in wire)
+        text = wire[:-3].replace(b"\r\n..", b"\r\n.").replace(b"\r\n", b"\n")
+        assert mail == f"MAIL FROM:<alice@example.com> SIZE={len(text)}"
+        got = email.message_from_bytes(text, policy=email.policy.compat32)
+        assert got["Content-Transfer-Encoding"] == "quoted-printable"
+        assert got.get_payload(decode=True) == EIGHTBIT.split(b"\n\n", 1)[1]
     run(go())
 
 
