@@ -44,7 +44,7 @@ def to_7bit(content: bytes) -> bytes | None:
     only in headers), or a form that cannot be converted safely, in which
     case the caller keeps sending the content as it is.  Such forms are an
     8-bit message/* part (its inner headers cannot be encoded), a
-    multipart with a Content-Transfer-Encoding other than 7bit, a
+    multipart with a Content-Transfer-Encoding other than 7bit, 8bit or binary, a
     multipart without a usable boundary or with 8-bit preamble/epilogue
     text, and a part that claims base64/quoted-printable (or an unknown
     encoding) but has 8-bit bytes.
@@ -95,13 +95,18 @@ def _entity(data: bytes, default_type: str, *, top: bool, depth: int) -> bytes:
     ctype = info.get_content_type()
     cte = str(info.get("Content-Transfer-Encoding", "")).strip().lower()
     if ctype.startswith("multipart/"):
-        if cte not in ("", "7bit"):
+        if cte not in ("", "7bit", "8bit", "binary"):
             raise _Unsafe(f"multipart with encoding {cte}")
         boundary = info.get_boundary()
         if not boundary:
             raise _Unsafe("multipart without boundary")
         child_type = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
         new_body = _multipart(body, boundary.encode("ascii", "surrogateescape"), child_type, depth)
+        if cte in ("8bit", "binary"):
+            # Many mail programs label the multipart itself 8bit; once its
+            # parts are converted, that label becomes 7bit (RFC 2045 6.4).
+            kept = [f for f in _fields(head) if _name(f) != b"content-transfer-encoding"]
+            head = b"".join(kept) + b"Content-Transfer-Encoding: 7bit\n"
         return head + b"\n" + new_body
     if ctype.startswith("message/"):
         raise _Unsafe(f"8-bit {ctype} part")

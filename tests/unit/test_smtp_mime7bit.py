@@ -65,7 +65,9 @@ def is_7bit_body(data: bytes) -> bool:
     (b"Subject: h\xc3\xa9\n\nascii body\n", None),                       # 8-bit header only
     (RFC822, None),                                                      # 8-bit message/* part
     (b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n"
-     b"Content-Transfer-Encoding: 8bit\n\n--b\n\nh\xc3\xa9\n--b--\n", None),
+     b"Content-Transfer-Encoding: 8bit\n\n--b\n\nh\xc3\xa9\n--b--\n", "converted"),  # relabelled 7bit
+    (b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n"
+     b"Content-Transfer-Encoding: base64\n\n--b\n\nh\xc3\xa9\n--b--\n", None),
     (b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=zz\n\n"
      b"--b\n\nh\xc3\xa9\n--b--\n", None),                                 # boundary never used
     (b"MIME-Version: 1.0\nContent-Type: multipart/mixed\n\n--b\n\nh\xc3\xa9\n", None),
@@ -137,3 +139,11 @@ def test_nesting_is_followed_up_to_a_limit() -> None:
     assert out is not None and is_7bit_body(out)
     assert leaves(parse(out))[0].get_payload(decode=True) == b"\xc3\xa9"
     assert to_7bit(nested(150)) is None
+
+
+def test_multipart_labelled_8bit_becomes_7bit() -> None:
+    out = to_7bit(b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n"
+                  b"Content-Transfer-Encoding: 8bit\n\n--b\n\nh\xc3\xa9\n--b--\n")
+    assert out is not None and all(b < 0x80 for b in out)
+    head = out.split(b"\n\n", 1)[0]
+    assert head.count(b"Content-Transfer-Encoding") == 1 and b"Content-Transfer-Encoding: 7bit" in head
