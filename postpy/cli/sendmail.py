@@ -36,15 +36,17 @@ The program name picks the default mode (``mailq``: ``-bp``;
 
 Errors are one line on stderr, ``sendmail: fatal: ...``, also logged, with
 sysexits statuses: ``EX_USAGE`` (64) bad or conflicting options, no
-recipients; ``EX_DATAERR`` (65) unreadable input, a newline in ``-f`` or
-``-F`` (header injection), a malformed address; ``EX_OSERR`` (71) no login
+recipients, a recipient argument that is not an address list (named);
+``EX_DATAERR`` (65) unreadable input, a newline in ``-f`` or ``-F``
+(header injection), a malformed sender, a ``-t`` recipient header that
+cannot be parsed (named); ``EX_OSERR`` (71) no login
 name for the uid; ``EX_TEMPFAIL`` (75) the queue file could not be
 written; ``EX_NOPERM`` (77) not in ``authorized_submit_users``.
 
 Start-up cost matters (cron, scripts): the enqueue path imports the
 config reader, the maildrop writer and the header reader, nothing else
-(no asyncio, dns, click or email.parser; :mod:`email.utils` only for
-``-t`` and for arguments that are more than a bare address).
+(no asyncio, dns, click or email; addresses are parsed by
+:mod:`postpy.mail.addrlist`, for arguments, ``-t`` and ``-bv`` alike).
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ def _unique(addresses: list[str]) -> list[str]:
 
 def enqueue(opts: Options, cfg: Config) -> int:
     from postpy.cli.sendmail_input import (
+        AddressError,
         InputError,
         InputFilter,
         argument_recipients,
@@ -169,7 +172,10 @@ def enqueue(opts: Options, cfg: Config) -> int:
     attrs = _envelope_attrs(opts)
     if isinstance(attrs, int):
         return attrs
-    recipients = argument_recipients(opts.recipients)
+    try:
+        recipients = argument_recipients(opts.recipients)
+    except AddressError as exc:
+        return cmdlog.fatal(str(exc), EX_USAGE)
     if not recipients and not opts.extract:
         return cmdlog.fatal("no recipient addresses: give them as arguments, or use -t to take "
                             "them from the message header", EX_USAGE)
@@ -186,8 +192,12 @@ def enqueue(opts: Options, cfg: Config) -> int:
             # does); cleanup extracts them again but keeps an address that is
             # already in the envelope, so these, with their NOTIFY, win.
             given = {r.address for r in rcpts}
+            try:
+                found = header_recipients(reader)
+            except AddressError as exc:
+                return cmdlog.fatal(str(exc), EX_DATAERR)
             rcpts += [qfile.Recipient(address, notify=opts.notify)
-                      for address in _unique(header_recipients(reader)) if address not in given]
+                      for address in _unique(found) if address not in given]
             if not rcpts:
                 # EX_DATAERR: the input is what is wrong (Postfix itself says
                 # EX_USAGE here; the exit status table in README.md notes it).
@@ -269,13 +279,16 @@ def describe(cfg: Config, address: str) -> tuple[str, bool]:
 
 
 def verify(opts: Options, cfg: Config) -> int:
-    from postpy.cli.sendmail_input import argument_recipients
+    from postpy.cli.sendmail_input import AddressError, argument_recipients
 
     if opts.extract or opts.notify or opts.ret or opts.verbose == 1:
         return cmdlog.fatal("-bv cannot be used with -t, -N, -R or a single -v", EX_USAGE)
-    recipients = argument_recipients(opts.recipients)
-    if not recipients:
+    if not opts.recipients:
         return cmdlog.fatal("-bv needs recipient addresses as arguments", EX_USAGE)
+    try:
+        recipients = argument_recipients(opts.recipients)
+    except AddressError as exc:
+        return cmdlog.fatal(str(exc), EX_USAGE)
     status = 0
     for address in recipients:
         line, ok = describe(cfg, address)

@@ -21,20 +21,22 @@ header block: ``To:``, ``Cc:``, ``Bcc:``, or ``Resent-To:``,
 cleanup does the same extraction again (``extract=yes``) and removes the
 Bcc headers; sendmail needs the addresses itself only to refuse a message
 that has none (``EX_USAGE``) and because a maildrop file needs at least
-one recipient.  Both use :func:`email.utils.getaddresses` with the same
-filter, so they find the same addresses (cleanup drops the duplicates).
+one recipient.  Both use :func:`postpy.mail.addrlist.parse_address_list`,
+so they find the same addresses (cleanup drops the duplicates), and a
+header that cannot be parsed is refused here, naming it, rather than
+losing a recipient.  :func:`argument_recipients` parses each argument
+with the same parser.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from postpy.mail.headers import HeaderBlockReader
+from postpy.mail.addrlist import AddressError, parse_address_list
+from postpy.mail.headers import HeaderBlockReader, recipient_headers
 
 CHUNK = 65536
 HEADER_BUFFER_LIMIT = 4 * 1024 * 1024     # -t: header bytes held while looking for recipients
-RECIPIENT_HEADERS = ("to", "cc", "bcc")
-RESENT_HEADERS = ("resent-to", "resent-cc", "resent-bcc")
 
 
 class InputError(Exception):
@@ -169,38 +171,35 @@ def split_header_block(chunks: Iterator[bytes], size_limit: int, count_limit: in
     return reader, held
 
 
-def _usable(address: str) -> bool:
-    # The same filter as cleanup's extraction: no empty, spaced or control-laden addresses.
-    return bool(address) and " " not in address and not any(
-        ord(ch) < 0x20 or ord(ch) == 0x7F for ch in address)
-
-
-def parse_address_list(values: list[str]) -> list[str]:
-    """Addresses in RFC 5322 address lists (``a, Name <b@x>, "c d"@y``)."""
-    from email.utils import getaddresses
-
-    return [addr.strip() for _name, addr in getaddresses(values) if _usable(addr.strip())]
-
-
 def header_recipients(reader: HeaderBlockReader) -> list[str]:
-    """The recipients ``-t`` takes from the header block."""
-    headers = reader.headers
-    resent = any(h.name.lower().startswith("resent-") for h in headers)
-    names = RESENT_HEADERS if resent else RECIPIENT_HEADERS
-    values = [h.unfolded() for h in headers if h.name.lower() in names]
-    return parse_address_list(values) if values else []
-
-
-_SIMPLE_EXCLUDED = frozenset(' ,<>()"[]:;\\')
+    """The recipients ``-t`` takes from the header block; raises
+    :class:`AddressError` naming the header that cannot be parsed."""
+    found: list[str] = []
+    for header in recipient_headers(reader.headers):
+        if header.truncated:
+            raise AddressError(f"header {header.name} exceeds header_size_limit: "
+                               "its recipients cannot all be read")
+        try:
+            found.extend(m.address for m in parse_address_list(
+                header.value.decode("utf-8", "surrogateescape")))
+        except AddressError as exc:
+            raise AddressError(f"bad address syntax in header {header.name}: "
+                               f"{header.unfolded()[:200]!r}: {exc}") from None
+    return found
 
 
 def argument_recipients(args: list[str]) -> list[str]:
     """Recipients from the command line: each argument is an address list,
-    so ``"Bob <bob@x>"`` and ``"a@x, b@y"`` work as with Postfix."""
+    so ``"Bob <bob@x>"`` and ``"a@x, b@y"`` work as with Postfix.  An
+    argument that is not an address list, or holds no address, raises
+    :class:`AddressError` naming it."""
     found: list[str] = []
     for arg in args:
-        if arg and not any(ch in _SIMPLE_EXCLUDED for ch in arg):
-            found.append(arg)                   # the common case: a bare address
-        else:
-            found.extend(parse_address_list([arg]))
+        try:
+            mailboxes = parse_address_list(arg)
+        except AddressError as exc:
+            raise AddressError(f"bad recipient address syntax: {arg[:200]!r}: {exc}") from None
+        if not mailboxes:
+            raise AddressError(f"no recipient address in argument {arg[:200]!r}")
+        found.extend(m.address for m in mailboxes)
     return found

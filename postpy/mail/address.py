@@ -26,7 +26,10 @@ Terms (RFC 5321 section 4.1.2)::
 
 from __future__ import annotations
 
-import ipaddress
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:      # imported when needed: sendmail's start-up stays cheap
+    import ipaddress
 
 # RFC 5322 atext, US-ASCII part.
 ATEXT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~")
@@ -163,6 +166,8 @@ def domain_literal_address(domain: str) -> ipaddress.IPv4Address | ipaddress.IPv
     """The IP of an address literal ``[192.0.2.1]`` or ``[IPv6:2001:db8::1]``."""
     if not (domain.startswith("[") and domain.endswith("]")):
         return None
+    import ipaddress
+
     inner = domain[1:-1]
     try:
         if inner[:5].lower() == "ipv6:":

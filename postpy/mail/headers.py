@@ -90,17 +90,17 @@ RECIPIENT_HEADERS = ("To", "Cc", "Bcc")
 RESENT_RECIPIENT_HEADERS = ("Resent-To", "Resent-Cc", "Resent-Bcc")
 
 
-def recipient_header_values(headers: list[Header]) -> list[str]:
-    """The unfolded values ``sendmail -t`` takes recipients from.
+def recipient_headers(headers: list[Header]) -> list[Header]:
+    """The headers ``sendmail -t`` takes recipients from.
 
     ``Resent-To:``, ``Resent-Cc:`` and ``Resent-Bcc:`` when any ``Resent-``
     header is present (the message is being re-sent, RFC 5322 section
-    3.6.6), otherwise ``To:``, ``Cc:`` and ``Bcc:``.  Split them into
-    addresses with ``email.utils.getaddresses``.
+    3.6.6), otherwise ``To:``, ``Cc:`` and ``Bcc:``.  Split their values
+    into addresses with :func:`postpy.mail.addrlist.parse_address_list`.
     """
     resent = any(h.name.lower().startswith("resent-") for h in headers)
     names = RESENT_RECIPIENT_HEADERS if resent else RECIPIENT_HEADERS
-    return [h.unfolded() for h in headers if h.is_(*names)]
+    return [h for h in headers if h.is_(*names)]
 
 
 class HeaderBlockReader:

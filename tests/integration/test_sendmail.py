@@ -109,6 +109,44 @@ def test_t_with_notify_and_an_argument_also_in_the_header(system):
     assert [(r.address, r.notify) for r in env.recipients] == [("both@example.net", "SUCCESS")]
 
 
+def test_address_literal_recipients_are_all_queued(system):
+    mta = system
+    result = sendmail(mta, "bench", "a@[127.0.0.2]", "Ann <c@[IPv6:2001:db8::1]>")
+    assert result.returncode == 0, result.stderr
+    env, _ = queued_with(mta, "a@[127.0.0.2]")
+    assert sorted(r.address for r in env.recipients) == [
+        "a@[127.0.0.2]", "bench@mx.test.example", "c@[IPv6:2001:db8::1]"]
+    result = sendmail(mta, "alone@[127.0.0.3]")
+    assert result.returncode == 0, result.stderr
+    env, _ = queued_with(mta, "alone@[127.0.0.3]")
+    assert [r.address for r in env.recipients] == ["alone@[127.0.0.3]"]
+
+
+def test_t_keeps_address_literal_recipients(system):
+    mta = system
+    result = sendmail(mta, "-t", input=b"To: x, b@[127.0.0.2]\nCc: team: \"odd name\"@example.net;\n\nx\n")
+    assert result.returncode == 0, result.stderr
+    env, _ = queued_with(mta, "b@[127.0.0.2]")
+    assert sorted(r.address for r in env.recipients) == [
+        '"odd name"@example.net', "b@[127.0.0.2]", "x@mx.test.example"]
+
+
+def test_local_submission_headers_are_qualified(system):
+    mta = system
+    message = (b"From: root (Cron Daemon)\nTo: qual@example.net\n"
+               b"Cc: bench2 (second), \"Ann\" <bench2>\nReply-To: root\n"
+               b"Subject: root\n\nbody mentions root\n")
+    result = sendmail(mta, "-t", input=message)
+    assert result.returncode == 0, result.stderr
+    _, data = queued_with(mta, "qual@example.net")
+    header, _, body = data.partition(b"\n\n")
+    lines = header.split(b"\n")
+    assert b"From: root@mx.test.example (Cron Daemon)" in lines
+    assert b'Cc: bench2@mx.test.example (second), "Ann" <bench2@mx.test.example>' in lines
+    assert b"Reply-To: root@mx.test.example" in lines
+    assert b"Subject: root" in lines and body == b"body mentions root\n"
+
+
 # rows: arguments, input, check(envelope, content); each row has its own recipient
 SUBMIT_ROWS = [
     (["-f", "alice@example.org"], b"x\n", lambda e, d: e.sender == "alice@example.org"),
@@ -206,6 +244,12 @@ ERROR_ROWS = [
     (["-bv", "-t", "x"], b"", 64, r"-bv cannot be used"),
     (["-bv", "-N", "never", "x"], b"", 64, r"-bv cannot be used"),
     (["-bv"], b"", 64, r"-bv needs recipient"),
+    (["a@[127.0.0.300]"], b"x\n", 64, r"bad recipient address syntax: 'a@\[127\.0\.0\.300\]'"),
+    (["ok@example.net", "a@b c@d"], b"x\n", 64, r"bad recipient address syntax: 'a@b c@d'"),
+    ([""], b"x\n", 64, r"no recipient address in argument ''"),
+    (["-t"], b"To: a@example.net, b@[1.2.3]\n\nx\n", 65,
+     r"bad address syntax in header To: 'a@example\.net, b@\[1\.2\.3\]'"),
+    (["-bv", "(unterminated"], b"", 64, r"bad recipient address syntax: '\(unterminated'"),
     (["-XV", "-f", "<>", "x"], b"x\n", 64, r"non-null sender"),
     (["-bh"], b"", 0, r"^$"),
     (["-bH"], b"", 0, r"^$"),
@@ -280,6 +324,14 @@ def test_bv_reports_routes(stopped):
     assert lines[2] == "bob@example.org... deliverable via smtp to example.org"
     assert lines[3] == "x@bounce.example... undeliverable: 5.1.2 no such domain"
     assert result.returncode == 67
+
+
+def test_bv_reports_address_literals(stopped):
+    result = sendmail(stopped, "-bv", "a@[127.0.0.2]", "Ann <root>")
+    lines = result.stdout.decode().splitlines()
+    assert len(lines) == 2, (result.stdout, result.stderr)
+    assert lines[0].startswith("a@[127.0.0.2]... deliverable via ")
+    assert lines[1].startswith("root... ")
 
 
 def test_default_system_takes_the_message_to_qmgr(mta):

@@ -7,6 +7,7 @@ import io
 import pytest
 
 from postpy.cli.sendmail_input import (
+    AddressError,
     InputError,
     InputFilter,
     argument_recipients,
@@ -103,8 +104,14 @@ def _headers(text: bytes) -> list[str]:
     (b"To: a@x\nResent-From: r@y\n\n", []),                        # ... even with no Resent-To
     (b"Subject: x\n\nTo: not@header\n", []),                       # body is not headers
     (b"To: a@x", ["a@x"]),                                         # no body, no newline
-    # A quoted local part with a space is skipped, as cleanup's extraction skips it.
-    (b"To: \"odd name\"@x, (comment) c@y\n\n", ["c@y"]),
+    # A quoted local part with a space is a recipient like any other.
+    (b"To: \"odd name\"@x, (comment) c@y\n\n", ['"odd name"@x', "c@y"]),
+    # Address literals, routes, groups: getaddresses drops these on Python 3.11.2.
+    (b"To: bench3, b@[127.0.0.2]\n\n", ["bench3", "b@[127.0.0.2]"]),
+    (b"To: Ann <a@[IPv6:2001:db8::1]> (c)\n\n", ["a@[IPv6:2001:db8::1]"]),
+    (b"To: <@a.example,@b.example:x@y.example>\n\n", ["x@y.example"]),
+    (b"To: team: a@x, b@y;, c@z\n\n", ["a@x", "b@y", "c@z"]),
+    (b"Cc: root (Cron Daemon)\n\n", ["root"]),
 ])
 def test_header_recipients(text: bytes, expected: list[str]) -> None:
     assert _headers(text) == expected
@@ -117,6 +124,35 @@ def test_header_recipients(text: bytes, expected: list[str]) -> None:
     (["a@x, b@y"], ["a@x", "b@y"]),
     (["a@x,b@y"], ["a@x", "b@y"]),
     (["user+ext@example.com"], ["user+ext@example.com"]),
+    (["bench3", "a@[127.0.0.2]"], ["bench3", "a@[127.0.0.2]"]),
+    (["a@[127.0.0.2]"], ["a@[127.0.0.2]"]),
+    (["Ann <a@[IPv6:2001:db8::1]>"], ["a@[IPv6:2001:db8::1]"]),
+    (['"a b"@example.com'], ['"a b"@example.com']),
 ])
 def test_argument_recipients(args: list[str], expected: list[str]) -> None:
     assert argument_recipients(args) == expected
+
+
+@pytest.mark.parametrize("args", [
+    ["a@[127.0.0.300]"], ["bob", "a@b c@d"], ["(unterminated"], [""], ["undisclosed:;"], ["x@"],
+])
+def test_argument_recipients_refuses_what_it_cannot_parse(args: list[str]) -> None:
+    with pytest.raises(AddressError) as info:
+        argument_recipients(args)
+    assert repr(args[-1]) in str(info.value)                 # the argument is named
+
+
+@pytest.mark.parametrize("text, header", [
+    (b"To: a@x, b@[1.2.3]\n\n", "To"),
+    (b"To: a@x\nCc: \"unterminated\n\n", "Cc"),
+])
+def test_header_recipients_refuses_what_it_cannot_parse(text: bytes, header: str) -> None:
+    with pytest.raises(AddressError, match=f"in header {header}: "):
+        _headers(text)
+
+
+def test_truncated_recipient_header_is_refused() -> None:
+    text = b"To: " + b", ".join(b"user%d@example.com" % i for i in range(100)) + b"\n\n"
+    reader, _held = split_header_block(iter([text]), 200, 1000)
+    with pytest.raises(AddressError, match="header_size_limit"):
+        header_recipients(reader)
