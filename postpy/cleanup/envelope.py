@@ -13,7 +13,8 @@ recipients and attributes that go into the queue file.  No I/O.
   ``root@$myorigin``), whatever the origin, as Postfix's trivial-rewrite
   does in its local context; the recipient's original form is kept as
   ``orig`` so delivery logs show ``orig_to=<root>``.  The null sender stays
-  null.
+  null.  With ``append_at_myorigin = no`` cleanup passes an empty
+  ``myorigin`` and unqualified addresses stay as they are (they are local).
 - Duplicate recipients (the same address and DSN NOTIFY) are dropped.
 """
 

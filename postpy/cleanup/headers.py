@@ -16,12 +16,18 @@ In order:
    ``Resent-Cc:``, ``Resent-Bcc:`` instead when any ``Resent-`` header is
    present) are added to the envelope recipients; ``Bcc:`` and
    ``Resent-Bcc:`` are removed.  No recipient at all is
-   ``5.1.3 No recipient addresses found in message header``.
-3. **Local rewriting** (mail from pickup, local, bounce, or ``rewrite=yes``):
-   bare unqualified addresses in ``From:``, ``To:`` and ``Cc:`` get
-   ``@$myorigin`` (only simple forms are touched: ``root``,
-   ``root, bob``, ``Name <root>``; anything with quotes, comments or groups
-   is left as written rather than risk mangling it).
+   ``5.1.3 No recipient addresses found in message header``; a recipient
+   header that cannot be parsed (:mod:`postpy.mail.addrlist`) or was cut
+   at header_size_limit is ``5.1.3 Bad recipient address syntax in header
+   NAME`` (a recipient is never dropped silently).
+3. **Local rewriting** (mail from pickup, local, bounce, or ``rewrite=yes``,
+   which smtpd sets for clients in ``local_header_rewrite_clients``):
+   unqualified addresses in the sender and recipient headers
+   (:data:`QUALIFIED_HEADERS`) get ``@$myorigin`` when
+   ``append_at_myorigin`` is on, in place: ``From: root (Cron Daemon)``
+   becomes ``From: root@$myorigin (Cron Daemon)``; display names,
+   comments, groups and folding stay as written.  A header that is not an
+   address list is left as it is.
 4. **Missing headers** (pickup or ``rewrite=yes``): ``Message-ID:``
    (``<YYYYMMDDhhmmss.QUEUEID@$myhostname>``, UTC stamp), ``Date:`` and
    ``From:`` (the sender, with ``full_name`` as display name) are appended
@@ -35,35 +41,33 @@ In order:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from email.utils import formataddr, getaddresses
+from email.utils import formataddr
 
 from postpy.cleanup.envelope import CheckedEnvelope, Refusal, add_recipient, qualify
+from postpy.mail.addrlist import AddressError, parse_address_list, qualify_address_list
 from postpy.mail.headers import (
     Header,
     HeaderBlockReader,
     has,
     message_id_stamp,
-    recipient_header_values,
+    recipient_headers,
     rfc5322_date,
 )
 
 BCC_HEADERS = ("Bcc", "Resent-Bcc")
 LOOP_HEADERS = ("Received", "Delivered-To")
-QUALIFIED_HEADERS = ("From", "To", "Cc")
-
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"
-_BARE = re.compile(rf"^({_ATOM})$")
-_ANGLE = re.compile(rf"^([^<>]*)<({_ATOM})>$")
-_UNSAFE = re.compile(r'["()\\;:\[\]]')
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Headers whose addresses are qualified in the local context (as Postfix's
+# cleanup does for its sender and recipient headers).
+QUALIFIED_HEADERS = ("From", "Sender", "Reply-To", "To", "Cc", "Bcc", "Apparently-To",
+                     "Errors-To", "Return-Receipt-To", "Resent-From", "Resent-Sender",
+                     "Resent-Reply-To", "Resent-To", "Resent-Cc", "Resent-Bcc")
 
 
 @dataclass
 class HeaderSettings:
     myhostname: str
-    myorigin: str
+    myorigin: str            # appended to unqualified addresses ("" with append_at_myorigin = no)
     mail_name: str = "postpy"
     hopcount_limit: int = 50
 
@@ -79,53 +83,47 @@ def count_hops(headers: list[Header]) -> int:
 
 
 def extract_recipients(headers: list[Header], env: CheckedEnvelope, myorigin: str) -> list[Header]:
-    """Add the header recipients to ``env``; return the headers minus Bcc."""
-    for _name, address in getaddresses(recipient_header_values(headers)):
-        address = address.strip()
-        if not address or _CONTROL.search(address) or " " in address:
-            continue
-        # An address already in the envelope (from the command line, with or
-        # without DSN options) is not added a second time.
-        if any(r.address.lower() in (address.lower(), qualify(address, myorigin).lower())
-               for r in env.recipients):
-            continue
-        add_recipient(env.recipients, address, myorigin)
+    """Add the header recipients to ``env``; return the headers minus Bcc.
+
+    A recipient header that cannot be parsed refuses the message (a
+    recipient must never be lost silently).
+    """
+    for header in recipient_headers(headers):
+        if header.truncated:
+            raise Refusal("perm", f"5.1.3 Recipient header {header.name} exceeds header_size_limit")
+        try:
+            mailboxes = parse_address_list(header.value.decode("utf-8", "surrogateescape"))
+        except AddressError:
+            raise Refusal("perm", f"5.1.3 Bad recipient address syntax in header {header.name}") from None
+        for mailbox in mailboxes:
+            address = mailbox.address
+            # An address already in the envelope (from the command line, with or
+            # without DSN options) is not added a second time.
+            if any(r.address.lower() in (address.lower(), qualify(address, myorigin).lower())
+                   for r in env.recipients):
+                continue
+            add_recipient(env.recipients, address, myorigin)
     return [h for h in headers if not h.is_(*BCC_HEADERS)]
 
 
-def qualify_header_value(value: str, myorigin: str) -> str | None:
-    """The value with bare local parts qualified, or None when nothing changed."""
-    if not value or not myorigin or _UNSAFE.search(value):
-        return None
-    changed = False
-    items = []
-    for item in value.split(","):
-        item = item.strip()
-        if not item:
-            return None
-        m = _BARE.match(item)
-        if m and "@" not in item:
-            items.append(f"{item}@{myorigin}")
-            changed = True
-            continue
-        m = _ANGLE.match(item)
-        if m and "@" not in m.group(2):
-            items.append(f"{m.group(1)}<{m.group(2)}@{myorigin}>")
-            changed = True
-            continue
-        items.append(item)
-    return ", ".join(items) if changed else None
+def qualify_header(header: Header, myorigin: str) -> Header:
+    """The header with ``@myorigin`` after each unqualified address; the
+    header unchanged when there is none, or when it is not an address list
+    (it is then left as written, not mangled)."""
+    if header.truncated or not myorigin:
+        return header
+    name, colon, value = header.raw.partition(b":")
+    try:
+        new = qualify_address_list(value.decode("utf-8", "surrogateescape"), myorigin)
+    except AddressError:
+        return header
+    if new is None:
+        return header
+    return Header(header.name, name + colon + new.encode("utf-8", "surrogateescape"))
 
 
 def qualify_headers(headers: list[Header], myorigin: str) -> list[Header]:
-    out = []
-    for h in headers:
-        if h.is_(*QUALIFIED_HEADERS) and not h.truncated:
-            new = qualify_header_value(h.unfolded(), myorigin)
-            if new is not None:
-                h = Header(h.name, f"{h.name}: {new}\n".encode("utf-8", "surrogateescape"))
-        out.append(h)
-    return out
+    return [qualify_header(h, myorigin) if h.is_(*QUALIFIED_HEADERS) else h for h in headers]
 
 
 def _display_name(full_name: str) -> str:

@@ -76,7 +76,9 @@ class CleanupSettings:
     def from_config(cls, cfg: Config) -> CleanupSettings:
         return cls(
             headers=HeaderSettings(
-                myhostname=cfg.get("myhostname"), myorigin=cfg.get("myorigin"),
+                myhostname=cfg.get("myhostname"),
+                # append_at_myorigin = no: unqualified addresses stay as they are.
+                myorigin=cfg.get("myorigin") if cfg.get_bool("append_at_myorigin") else "",
                 mail_name=cfg.get("mail_name"), hopcount_limit=cfg.get_int("hopcount_limit")),
             message_size_limit=cfg.get_size("message_size_limit"),
             header_size_limit=cfg.get_size("header_size_limit"),

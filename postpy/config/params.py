@@ -47,6 +47,7 @@ PARAMS: tuple[Param, ...] = (
     _P("myhostname", "str", "", "Fully qualified host name of this system (empty: from the system)."),
     _P("mydomain", "str", "", "Domain of this system (empty: myhostname less its first label)."),
     _P("myorigin", "str", "$myhostname", "Domain appended to unqualified addresses of local mail."),
+    _P("append_at_myorigin", "bool", "yes", "Append @$myorigin to unqualified addresses (envelope, and headers of local mail)."),
     _P("mydestination", "list", "$myhostname, localhost.$mydomain, localhost", "Domains delivered on this host."),
     _P("mynetworks", "list", "127.0.0.0/8 [::1]/128", "Trusted client networks (CIDR)."),
     _P("relay_domains", "list", "", "Domains this system relays mail to."),
@@ -114,7 +115,7 @@ PARAMS: tuple[Param, ...] = (
     _P("local_recipient_maps", "list", "unix:passwd.byname $alias_maps", "Tables of valid local recipients."),
     _P("smtputf8_enable", "bool", "yes", "Accept SMTPUTF8 mail."),
     _P("allow_untrusted_routing", "bool", "no", "Accept sender-specified routing from outside mynetworks."),
-    _P("local_header_rewrite_clients", "list", "permit_mynetworks", "Clients whose mail gets missing headers added."),
+    _P("local_header_rewrite_clients", "list", "permit_mynetworks", "Clients whose mail gets missing headers added and header addresses qualified."),
     _P("always_add_missing_headers", "bool", "no", "Add Message-ID/Date/From to mail from anyone."),
     # --- local delivery ----------------------------------------------------
     _P("alias_maps", "list", "lmdb:/etc/aliases", "Alias tables used by local delivery."),

@@ -10,11 +10,11 @@ from postpy.cleanup.envelope import Refusal, check_envelope
 from postpy.cleanup.headers import (
     HeaderSettings,
     process_headers,
-    qualify_header_value,
+    qualify_header,
     received_header,
 )
 from postpy.ipc.messages import CleanupEnvelope, Rcpt
-from postpy.mail.headers import HeaderBlockReader, header_name, rfc5322_date, unfold
+from postpy.mail.headers import Header, HeaderBlockReader, header_name, rfc5322_date, unfold
 
 SETTINGS = HeaderSettings(myhostname="mx.test.example", myorigin="test.example",
                           mail_name="postpy", hopcount_limit=5)
@@ -259,18 +259,28 @@ def test_extract_without_recipients_is_refused(content):
     assert info.value.reply == "5.1.3 No recipient addresses found in message header"
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("root", "root@test.example"),
-    ("root, bob@x.example", "root@test.example, bob@x.example"),
-    ("Root User <root>", "Root User <root@test.example>"),
-    ("bob@x.example", None),
-    ('"quoted" <root>', None),
-    ("root (comment)", None),
-    ("group: a, b;", None),
-    ("", None),
+@pytest.mark.parametrize(("raw", "expected"), [
+    (b"To: root\n", b"To: root@test.example\n"),
+    (b"To: root, bob@x.example\n", b"To: root@test.example, bob@x.example\n"),
+    (b"To: Root User <root>\n", b"To: Root User <root@test.example>\n"),
+    (b"From: root (Cron Daemon)\n", b"From: root@test.example (Cron Daemon)\n"),
+    (b"Cc: bench2 (second), \"Ann\" <bench2>\n",
+     b"Cc: bench2@test.example (second), \"Ann\" <bench2@test.example>\n"),
+    (b'To: "quoted" <root>\n', b'To: "quoted" <root@test.example>\n'),
+    (b'To: "odd name"\n', b'To: "odd name"@test.example\n'),
+    (b"To: group: a, b@x.example;\n", b"To: group: a@test.example, b@x.example;\n"),
+    (b"To: a,\n\tb (folded)\n", b"To: a@test.example,\n\tb@test.example (folded)\n"),
+    (b"To : root\n", b"To : root@test.example\n"),                     # obsolete space
+    (b"To: =?utf-8?q?J=C3=B6rg?= <jorg>\n", b"To: =?utf-8?q?J=C3=B6rg?= <jorg@test.example>\n"),
+    (b"To: a@[127.0.0.2], root\n", b"To: a@[127.0.0.2], root@test.example\n"),
+    (b"To: bob@x.example\n", None),                                     # nothing to do
+    (b"To: undisclosed-recipients:;\n", None),
+    (b"To: not an (address\n", None),                                   # left as written
+    (b"To: a@b c@d\n", None),
 ])
-def test_qualify_header_value(value, expected):
-    assert qualify_header_value(value, "test.example") == expected
+def test_qualify_header(raw, expected):
+    header = Header(raw.split(b":")[0].strip().decode(), raw)
+    assert qualify_header(header, "test.example").raw == (expected or raw)
 
 
 def test_local_mail_gets_header_addresses_qualified():
@@ -278,6 +288,68 @@ def test_local_mail_gets_header_addresses_qualified():
     lines = result.data.decode().splitlines()
     assert "From: alice@test.example" in lines
     assert "To: bob@test.example, carol@x.example" in lines
+
+
+QUALIFIED_BLOCK = (b"From: root (Cron Daemon)\nSender: root\nReply-To: root\n"
+                   b"Cc: bench2 (second), \"Ann\" <bench2>\nBcc: hidden\n"
+                   b"Resent-From: root\nResent-To: x\nReturn-Receipt-To: root\n"
+                   b"Subject: root\nX-Other: root\n\n")
+
+
+def test_local_mail_gets_every_address_header_qualified():
+    result = process(QUALIFIED_BLOCK, envelope(origin="pickup"))
+    lines = result.data.decode().splitlines()
+    for line in ("From: root@test.example (Cron Daemon)", "Sender: root@test.example",
+                 "Reply-To: root@test.example",
+                 'Cc: bench2@test.example (second), "Ann" <bench2@test.example>',
+                 "Bcc: hidden@test.example", "Resent-From: root@test.example",
+                 "Resent-To: x@test.example", "Return-Receipt-To: root@test.example",
+                 "Subject: root", "X-Other: root"):
+        assert line in lines
+
+
+def test_remote_mail_headers_are_not_qualified():
+    result = process(QUALIFIED_BLOCK, envelope(origin="smtpd"))
+    assert b"From: root (Cron Daemon)\n" in result.data
+    assert b"Reply-To: root\n" in result.data
+
+
+def test_remote_client_with_rewrite_gets_headers_qualified():
+    # smtpd sets rewrite=yes for clients in local_header_rewrite_clients.
+    result = process(QUALIFIED_BLOCK, envelope(origin="smtpd", rewrite="yes"))
+    assert b"From: root@test.example (Cron Daemon)\n" in result.data
+
+
+def test_append_at_myorigin_off_leaves_headers_alone():
+    settings = HeaderSettings(myhostname="mx.test.example", myorigin="", mail_name="postpy")
+    env = envelope(origin="pickup")
+    result = process_headers(read(QUALIFIED_BLOCK), env, "4XyZ", settings, NOW)
+    assert b"From: root (Cron Daemon)\n" in result.data
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"To: bench3, b@[127.0.0.2]\n\n", ["bench3@test.example", "b@[127.0.0.2]"]),
+    (b"To: Ann <a@[IPv6:2001:db8::1]> (c)\n\n", ["a@[IPv6:2001:db8::1]"]),
+    (b"To: <@relay.example:x@example.org>\n\n", ["x@example.org"]),
+    (b'To: "odd name"@x.example, (comment) c@y.example\n\n', ['"odd name"@x.example', "c@y.example"]),
+    (b"To: team: a@x.example, b@x.example;\n\n", ["a@x.example", "b@x.example"]),
+])
+def test_extract_keeps_every_recipient(content, expected):
+    env = envelope(rcpts=(), origin="pickup", extract="yes")
+    process(content, env)
+    assert [r.address for r in env.recipients] == expected
+
+
+@pytest.mark.parametrize("content", [
+    b"To: a@x.example, b@[999.0.0.1]\n\n",
+    b"To: a@x.example b@y.example\n\n",
+    b"Cc: (unterminated\nTo: a@x.example\n\n",
+])
+def test_extract_refuses_an_unparsable_recipient_header(content):
+    env = envelope(rcpts=(), origin="pickup", extract="yes")
+    with pytest.raises(Refusal) as info:
+        process(content, env)
+    assert info.value.reply.startswith("5.1.3 Bad recipient address syntax in header ")
 
 
 @pytest.mark.parametrize(("sender", "rcpt", "reply"), [

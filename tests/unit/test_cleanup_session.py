@@ -171,6 +171,37 @@ def test_extract_recipients_end_to_end(queue):
     assert qenv.attrs["uid"] == "1000"
 
 
+def test_extract_keeps_literals_and_qualifies_commented_headers(queue):
+    env = CleanupEnvelope("root", [], {"origin": "pickup", "uid": "0", "extract": "yes",
+                                       "rewrite": "yes"})
+    content = [b"From: root (Cron Daemon)\nTo: bench3, b@[127.0.0.2]\nSubject: t\n\nhi\n"]
+    queue_id, result, _ = converse(queue.settings(), env, content)
+    assert result is not None and result.status == "ok", result
+    qenv, data = qfile.read_all(str(queue.incoming / queue_id))
+    assert [r.address for r in qenv.recipients] == ["bench3@test.example", "b@[127.0.0.2]"]
+    assert b"From: root@test.example (Cron Daemon)\n" in data
+    assert b"To: bench3@test.example, b@[127.0.0.2]\n" in data
+
+
+def test_unparsable_recipient_header_is_returned_to_the_local_sender(queue):
+    env = CleanupEnvelope("alice", [Rcpt("arg@example.net")],
+                          {"origin": "pickup", "extract": "yes"})
+    queue_id, result, _ = converse(queue.settings(), env, [b"To: a@x, b@[1.2.3]\n\nhi\n"])
+    assert result is not None and result.status == "ok", result
+    assert "returned: 5.1.3 Bad recipient address syntax in header To" in result.reply
+    qenv, _ = qfile.read_all(str(queue.incoming / queue_id))
+    assert [r.status for r in qenv.recipients] == [qfile.BOUNCED]
+
+
+@pytest.mark.parametrize(("setting", "myorigin"), [("yes", "origin.example"), ("no", "")])
+def test_append_at_myorigin_setting(setting, myorigin):
+    from postpy.config.maincf import Config
+
+    cfg = Config("/cfg", explicit={"myhostname": "mx.example", "myorigin": "origin.example",
+                                   "append_at_myorigin": setting})
+    assert CleanupSettings.from_config(cfg).headers.myorigin == myorigin
+
+
 def test_extract_without_recipients_is_refused(queue):
     env = CleanupEnvelope("alice", [], {"origin": "pickup", "extract": "yes"})
     _, result, _ = converse(queue.settings(), env, [b"Subject: nobody\n\n"])
