@@ -41,8 +41,11 @@ helper between an untrusted local user and the queue.  Instead:
   people's files (``st_nlink`` must be 1: a link to someone's file would
   otherwise be attributed to that someone), re-opening by name (never: the
   file is read through the one descriptor).  Malformed files go to
-  ``corrupt/`` with a log line.  Size is bounded by cleanup's
-  message_size_limit, envelope size by qfile's ENVELOPE_LIMIT.
+  ``corrupt/`` with a log line, whatever is wrong with them: the reader
+  raises nothing but ``CorruptQueueFile`` and bounds every number before
+  converting it.  Size is bounded by cleanup's message_size_limit; the
+  envelope must fit in one ipc frame to cleanup (``ipc_max_frame``), and
+  one that does not (too many recipients) is returned to its sender.
 * Not defended: a user filling the disk through maildrop (as with
   Postfix; use quotas), and ``authorized_submit_users``, which sendmail
   checks but a user writing the directory directly bypasses (pickup
@@ -271,9 +274,15 @@ def open_checked(directory: str, name: str) -> tuple[int, os.stat_result]:
     return fd, st
 
 
-def read_submission(fd: int, st: os.stat_result, name: str) -> Submission:
-    """Parse a submission through its descriptor, strictly; CorruptQueueFile if bad."""
-    env = qfile.read_envelope_fd(fd, name, tail_limit=TAIL_LIMIT)
+def read_submission(fd: int, st: os.stat_result, name: str, *,
+                    envelope_limit: int = qfile.ENVELOPE_LIMIT) -> Submission:
+    """Parse a submission through its descriptor, strictly; CorruptQueueFile
+    if bad, and no other exception whatever the bytes.
+
+    ``envelope_limit`` bounds the envelope records read (pickup: a few times
+    the ipc frame limit, beyond which the envelope could never be sent).
+    """
+    env = qfile.read_envelope_fd(fd, name, tail_limit=TAIL_LIMIT, envelope_limit=envelope_limit)
     if _has_control(env.sender):
         raise qfile.CorruptQueueFile("control character in sender")
     pending = []

@@ -37,7 +37,10 @@ Durability
 :class:`QueueFileWriter` writes ``.<id>.tmp`` beside the final name, fsyncs
 it, renames it to ``<id>`` and fsyncs the directory.  A file therefore has
 its final name only when complete, and its ``E`` marker proves it again on
-read.  A file that fails to parse raises :class:`CorruptQueueFile`; callers
+read.  A file that fails to parse raises :class:`CorruptQueueFile`, and nothing
+else: every number is bounded in digits before it is converted (arrival
+time, content length, log index), so no input makes a reader raise
+``ValueError`` or spend quadratic time.  Callers
 hand it to :func:`postpy.queue.layout.quarantine`, which moves it to
 ``corrupt/`` and logs why, so a reader never crashes on it.
 
@@ -58,6 +61,7 @@ END = b"E\n"
 PENDING, DONE, BOUNCED, SUCCESS = "-", "D", "B", "S"
 STATUSES = (PENDING, DONE, BOUNCED, SUCCESS)
 ENVELOPE_LIMIT = 64 * 1024 * 1024
+INDEX_DIGITS = 9                # an L record's recipient index: fewer than a billion
 
 
 class CorruptQueueFile(Exception):
@@ -300,7 +304,10 @@ def _parse_log(data: bytes, nrecipients: int) -> list[LogEntry]:
         kind, payload = data[pos:pos + 1], data[pos + 1:nl]
         pos = nl + 1
         fields = payload.split(b"\t")
-        if kind != b"L" or len(fields) != 4 or not fields[0].isdigit():
+        # Bound the digits before converting: int() of thousands of digits
+        # raises ValueError (and costs quadratic time below the limit).
+        if (kind != b"L" or len(fields) != 4 or not fields[0].isdigit()
+                or len(fields[0]) > INDEX_DIGITS):
             raise CorruptQueueFile("bad log record")
         index = int(fields[0])
         if index >= nrecipients:
@@ -327,19 +334,24 @@ def _pread(fd: int, length: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
-def read_envelope_fd(fd: int, name: str, *, tail_limit: int | None = None) -> Envelope:
+def read_envelope_fd(fd: int, name: str, *, tail_limit: int | None = None,
+                     envelope_limit: int = ENVELOPE_LIMIT) -> Envelope:
     """Read and check everything but the content bytes, through an open descriptor.
 
     For readers that must not reopen a file by name (pickup: a user could swap
-    it).  ``tail_limit`` bounds the bytes accepted after the content.
+    it).  ``tail_limit`` bounds the bytes accepted after the content,
+    ``envelope_limit`` those of the records before it (and so the memory
+    the parsed envelope takes).
     """
     size = os.fstat(fd).st_size
-    head = _pread(fd, min(size, 65536), 0)
-    while not _has_length_record(head) and len(head) < min(size, ENVELOPE_LIMIT):
-        more = _pread(fd, len(head), len(head))
+    head = _pread(fd, min(size, 65536, envelope_limit), 0)
+    while not _has_length_record(head) and len(head) < min(size, envelope_limit):
+        more = _pread(fd, min(len(head), envelope_limit - len(head)), len(head))
         if not more:
             break
         head += more
+    if not _has_length_record(head) and len(head) >= envelope_limit:
+        raise CorruptQueueFile(f"envelope larger than {envelope_limit} bytes")
     env = _parse(head, name, envelope_only=True, file_size=size)
     end = env.content_offset + env.content_length
     if tail_limit is not None and size - end > tail_limit:

@@ -298,6 +298,10 @@ GARBLED = [
     ("bad log index", lambda d: d + b"Lx\tdelayed\t4.0.0\tx\n", "bad log record"),
     ("log fields", lambda d: d + b"L0\tdelayed\t4.0.0\n", "bad log record"),
     ("log unknown rcpt", lambda d: d + b"L3\tdelayed\t4.0.0\tx\n", "log record for unknown recipient"),
+    ("log index of 5000 digits", lambda d: d + b"L" + b"9" * 5000 + b"\tfailed\t5.0.0\tx\n",
+     "bad log record"),
+    ("log index of 10 digits", lambda d: d + b"L0000000000\tfailed\t5.0.0\tx\n", "bad log record"),
+    ("log index not ASCII", lambda d: d + "L\u0661\tfailed\t5.0.0\tx\n".encode(), "bad log record"),
     ("log bad escape", lambda d: d + b"L0\tdelayed\t4.0.0\tx%\n", "bad escape"),
     ("garbage after end", lambda d: d + b"\x00\x00\x00\n", "bad log record"),
 ]
@@ -310,6 +314,21 @@ def test_garbled(qdir: Path, label: str, mutate: Callable[[bytes], bytes], messa
     victim.write_bytes(mutate(data))
     with pytest.raises(CorruptQueueFile, match=message):
         read_all(str(victim))
+
+
+def test_envelope_limit_bounds_what_is_read(qdir: Path) -> None:
+    """A reader given envelope_limit refuses longer envelope records before
+    parsing them (no memory for a million recipients it could never use)."""
+    env = Envelope("a", [Recipient(f"r{i}@example.net") for i in range(2000)], arrival=1.0)
+    path = write_queue_file(str(qdir), "many", env, b"Subject: x\n\n")
+    head = len(qfile.encode_envelope(env))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(CorruptQueueFile, match=f"envelope larger than {head // 2} bytes"):
+            qfile.read_envelope_fd(fd, "many", envelope_limit=head // 2)
+        assert len(qfile.read_envelope_fd(fd, "many", envelope_limit=head + 30).recipients) == 2000
+    finally:
+        os.close(fd)
 
 
 def test_no_recipients_is_corrupt(qdir: Path) -> None:
