@@ -11,11 +11,15 @@ Kinds:
   ``E``  end of data (empty payload)
 
 A frame larger than the limit (``ipc_max_frame``, default 1 MiB) is refused
-before its payload is read.  Messages are dataclasses registered with
+before its payload is read; a sender that must not be refused checks
+:func:`frame_length` first.  Messages are dataclasses registered with
 :func:`message`; :func:`decode` is strict: an unknown type, a missing or
-unknown member, or a member of the wrong JSON type raises :class:`IpcError`
-with the peer's name in the text.  Both sides of a conversation import the
-same dataclasses (see :mod:`postpy.ipc.messages`), so they read as a pair.
+unknown member, a member of the wrong JSON type, an integer outside the
+signed 64-bit range or a float that is not finite raises :class:`IpcError`
+with the peer's name in the text, and nothing else does (the JSON parser's
+own limits, on digits and nesting, are reported the same way).  Both sides
+of a conversation import the same dataclasses (see
+:mod:`postpy.ipc.messages`), so they read as a pair.
 
 Blocking helpers (``send``/``recv``) serve the synchronous programs; the
 ``async_`` helpers serve asyncio ones.  Strings are carried as JSON text
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import socket
 import struct
 import types
@@ -38,6 +43,7 @@ if TYPE_CHECKING:  # asyncio costs ~50 ms to import; blocking users never need i
 DEFAULT_MAX_FRAME = 1024 * 1024
 ATTRS, DATA, END = b"A", b"D", b"E"
 _HEADER = struct.Struct(">I")
+INT_LIMIT = 1 << 63             # integers are signed 64-bit, as in every peer's use
 
 T = TypeVar("T")
 _REGISTRY: dict[str, type] = {}
@@ -69,6 +75,11 @@ def encode(msg: Any) -> bytes:
     body.update(dataclasses.asdict(msg))
     payload = json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode("ascii")
     return _HEADER.pack(len(payload) + 1) + ATTRS + payload
+
+
+def frame_length(msg: Any) -> int:
+    """The length a receiver checks against its limit for ``encode(msg)``."""
+    return len(encode(msg)) - _HEADER.size
 
 
 def encode_data(data: bytes) -> bytes:
@@ -104,6 +115,10 @@ def _check(value: Any, hint: Any, where: str) -> Any:
         raise IpcError(f"{where}: unsupported field type {hint}")
     if not isinstance(value, allowed) or (hint is not bool and isinstance(value, bool)):
         raise IpcError(f"{where}: expected {hint.__name__}, got {type(value).__name__}")
+    if isinstance(value, int) and not isinstance(value, bool) and not -INT_LIMIT <= value < INT_LIMIT:
+        raise IpcError(f"{where}: integer out of range")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise IpcError(f"{where}: number not finite")
     return value
 
 

@@ -180,6 +180,19 @@ MALFORMED = [
     ("list of wrong ints", attrs({"type": "bounce_request", "queue_id": "q", "queue_name": "deferred",
                                   "kind": "failure", "indexes": [1, "2"]}), IpcError,
      "member indexes: expected int, got str"),
+    ("int of 5000 digits", frame(ATTRS, b'{"type":"cleanup_result","status":"ok","queue_id":"q","size":'
+                                 + b"9" * 5000 + b"}"), IpcError, f"malformed attributes from {PEER}"),
+    ("int beyond 64 bits", attrs({"type": "cleanup_result", "status": "ok", "queue_id": "q",
+                                  "size": 1 << 64}), IpcError, "member size: integer out of range"),
+    ("negative beyond 64 bits", attrs({"type": "bounce_request", "queue_id": "q", "queue_name": "deferred",
+                                       "kind": "failure", "indexes": [-(1 << 63) - 1]}), IpcError,
+     "member indexes: integer out of range"),
+    ("infinite float", frame(ATTRS, b'{"type":"delivery_request","queue_id":"q","queue_name":"active",'
+                             b'"sender":"","nexthop":"x","recipients":[],"arrival":1e999}'), IpcError,
+     "member arrival: number not finite"),
+    ("NaN float", frame(ATTRS, b'{"type":"delivery_request","queue_id":"q","queue_name":"active",'
+                        b'"sender":"","nexthop":"x","recipients":[],"arrival":NaN}'), IpcError,
+     "member arrival: number not finite"),
     ("closed at once", b"", EOFError, f"connection closed by {PEER}"),
     ("truncated header", b"\x00\x00", EOFError, f"connection closed by {PEER}"),
     ("truncated payload", struct.pack(">I", 10) + b"A{", EOFError, f"connection closed by {PEER} mid-frame"),
@@ -224,6 +237,19 @@ async def _async_recv(data: bytes) -> Any:
 def test_malformed_async(label: str, data: bytes, exc: type[Exception], message: str) -> None:
     with pytest.raises(exc, match=message):
         asyncio.run(_async_recv(data))
+
+
+def test_frame_length_is_what_the_receiver_checks(pair: tuple[socket.socket, socket.socket]) -> None:
+    """A sender can tell in advance whether a peer with this limit takes a message."""
+    writer, reader = pair
+    msg = CleanupEnvelope("a@b", [Rcpt(f"r{i}@example.net") for i in range(50)], {})
+    length = codec.frame_length(msg)
+    assert length == len(encode(msg)) - 4
+    send(writer, msg)
+    assert recv(reader, PEER, max_frame=length) == msg
+    send(writer, msg)
+    with pytest.raises(IpcError, match=rf"frame of {length} bytes from {PEER} \(limit {length - 1}\)"):
+        recv(reader, PEER, max_frame=length - 1)
 
 
 def test_frame_at_the_limit_is_accepted(pair: tuple[socket.socket, socket.socket]) -> None:
