@@ -38,7 +38,10 @@ def main() -> None:
     settings = PickupSettings(timeout=ctx.cfg.get_time("ipc_timeout"),
                               max_frame=ctx.cfg.get_size("ipc_max_frame"),
                               submit_users=tuple(ctx.cfg.get_list("authorized_submit_users")),
-                              size_limit=ctx.cfg.get_size("message_size_limit"))
+                              size_limit=ctx.cfg.get_size("message_size_limit"),
+                              myhostname=ctx.cfg.get("myhostname"),
+                              mail_name=ctx.cfg.get("mail_name"),
+                              bounce_size_limit=ctx.cfg.get_size("bounce_size_limit"))
     pickup = Pickup(settings)
     pickup.scan()
 

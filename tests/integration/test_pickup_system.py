@@ -144,3 +144,60 @@ def test_user_outside_authorized_submit_users_cannot_bypass_sendmail(mta_factory
     mta.wait_log(rf"maildrop/{name}: uid={nobody.pw_uid}: not in authorized_submit_users")
     wait_for(lambda: (mta.queue_dir / "corrupt" / name).exists(), 10, "refused file in corrupt/")
     assert mta.queue_ids("incoming") == []
+
+
+# -- issue 10 A: one bad file never stops local mail ----------------------------------
+
+def _with_huge_log_index() -> bytes:
+    """A complete submission with an appended L record whose index has 5,000 digits."""
+    content = b"Subject: bad\n\n"
+    return (b"POSTPY-Q1\nT1.0\nSmallory\nR-bob@example.net\t\t\t\nM%020d\n" % len(content)
+            + content + b"E\nL" + b"9" * 5000 + b"\tfailed\t5.0.0\tx\n")
+
+
+def test_bad_file_first_in_maildrop_blocks_nobody_and_survives_a_restart(system):
+    mta = system
+    drop, corrupt = mta.queue_dir / "maildrop", mta.queue_dir / "corrupt"
+    (drop / "0000000000z0.first").write_bytes(_with_huge_log_index())    # sorts first
+    submit(mta, b"Subject: behind it\n\nstill arrives\n")
+    wait_for(lambda: (corrupt / "0000000000z0.first").exists(), 20, "bad file in corrupt/")
+    (queue_id,) = queued(mta)
+    mta.wait_log(r"warning: 0000000000z0\.first: corrupt queue file moved to corrupt/: bad log record")
+    # Another one while the system is down: pickup scans it at start-up.
+    mta.stop()
+    (drop / "0000000000z0.second").write_bytes(_with_huge_log_index())
+    submit(mta, b"Subject: while down\n\nafter the restart\n")
+    mta.start()
+    wait_for(lambda: (corrupt / "0000000000z0.second").exists(), 20, "second bad file in corrupt/")
+    ids = queued(mta, 2)
+    contents = [qfile.read_all(str(mta.queue_dir / "incoming" / i))[1] for i in ids]
+    assert any(c.endswith(b"after the restart\n") for c in contents)
+    assert mta.queue_ids("maildrop") == []
+    # pickup is still the one started: it never died, and nothing was throttled
+    submit(mta, b"Subject: third\n\nstill serving\n")
+    queued(mta, 3)
+    log = mta.log()
+    assert "throttling" not in log and "pickup" not in "".join(
+        line for line in log.splitlines() if "exit status" in line or "killed by" in line)
+
+
+def test_submission_with_too_many_recipients_is_returned_and_blocks_nobody(system):
+    """100,000 recipients make an envelope frame (about 6.7 MB) over
+    ipc_max_frame: returned to the sender at once, never retried, and the
+    submissions behind it are queued."""
+    mta = system
+    rcpts = [f"user{i}@example.net" for i in range(100_000)]
+    big = submit(mta, b"Subject: everyone\n\nhi\n", sender="alice", rcpts=rcpts)
+    later = submit(mta, b"Subject: later\n\nbehind the big one\n", sender="carol")
+    ids = queued(mta, 2, timeout=60)
+    wait_for(lambda: mta.queue_ids("maildrop") == [], 20, "maildrop to empty")
+    envs = {i: qfile.read_all(str(mta.queue_dir / "incoming" / i)) for i in ids}
+    notices = [(env, data) for env, data in envs.values() if env.sender == ""]
+    ((notice, data),) = notices
+    assert [r.address for r in notice.recipients] == ["alice@mx.test.example"]
+    assert b"Status: 5.5.3" in data and re.search(rb"100000\s+recipients", data)
+    assert any(env.sender == "carol@mx.test.example" for env, _ in envs.values())
+    mta.wait_log(rf"warning: maildrop/{re.escape(big)} from uid=\d+: message envelope too large")
+    mta.wait_log(rf"sender non-delivery notification: maildrop/{re.escape(big)} ")
+    assert "will retry" not in mta.log() and mta.queue_ids("corrupt") == []
+    assert later not in mta.queue_ids("maildrop")

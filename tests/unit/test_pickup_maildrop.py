@@ -9,6 +9,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import pytest
 from conftest import as_user
 from test_cleanup_session import CleanupServer, Queue
 
+from postpy.ipc import codec
+from postpy.ipc.messages import CleanupHello, CleanupResult
 from postpy.pickup.scan import Outcome, Pickup, PickupSettings
 from postpy.queue import maildrop, qfile
 
@@ -374,3 +377,163 @@ def test_pickup_streams_no_more_than_the_size_limit(qdir, server):
     finally:
         os.close(fd)
     assert sent == 1001
+
+
+# -- one bad file never blocks the others (issue 10 A) -------------------------------
+
+HUGE_LOG_INDEX = GOOD + b"L" + b"9" * 5000 + b"\tfailed\t5.0.0\tx\n"
+
+
+def test_a_5000_digit_log_index_goes_to_corrupt_and_the_scan_goes_on(qdir, server):
+    raw_file(qdir, "0000000000z0.first", HUGE_LOG_INDEX)       # sorts before every real name
+    good = submit(qdir)
+    pickup = pickup_for(qdir, server)
+    assert pickup.scan() == {"0000000000z0.first": Outcome.REFUSED, good: Outcome.QUEUED}
+    assert os.listdir(qdir.base / "corrupt") == ["0000000000z0.first"]
+    assert "0000000000z0.first: corrupt queue file moved to corrupt/: bad log record" in qdir.log()
+    assert len(qdir.files()) == 1 and maildrop_files(qdir) == []
+
+
+def test_any_parse_error_is_the_file_s_problem(qdir, server, monkeypatch):
+    """Even a reader bug (an exception other than CorruptQueueFile) costs the
+    file, not the scan: pickup scans at start-up, and a crash there loops."""
+    raw_file(qdir, "0000000000z0.first", GOOD)
+    good = submit(qdir)
+    real = maildrop.read_submission
+
+    def buggy(fd, st, name, **kw):
+        if name.startswith("0000"):
+            raise ValueError("reader bug")
+        return real(fd, st, name, **kw)
+
+    monkeypatch.setattr(maildrop, "read_submission", buggy)
+    outcomes = pickup_for(qdir, server).scan()
+    assert outcomes == {"0000000000z0.first": Outcome.REFUSED, good: Outcome.QUEUED}
+    assert "corrupt queue file moved to corrupt/: cannot parse: ValueError: reader bug" in qdir.log()
+
+
+def many(count: int) -> tuple[str, ...]:
+    return tuple(f"user{i}@example.net" for i in range(count))
+
+
+SMALL_FRAME = 70000       # above the client's 64 KiB data frames, below 1,500 recipients
+
+
+def small_frames(qdir: Queue, server_frame: int = SMALL_FRAME) -> tuple[CleanupServer, Pickup]:
+    srv = CleanupServer(qdir.settings(max_frame=server_frame))
+    pickup = Pickup(PickupSettings(cleanup_socket=srv.path, timeout=10, max_frame=server_frame,
+                                   myhostname="mx.test.example"), str(qdir.base))
+    return srv, pickup
+
+
+def test_envelope_too_large_for_cleanup_is_returned_not_retried(qdir):
+    """An envelope over the frame limit can never be queued: the sender gets a
+    notice, the file goes, and the files behind it are picked up."""
+    big = submit(qdir, b"Subject: to everyone\n\nhello\n", sender="alice", rcpts=many(1500))
+    good = submit(qdir)
+    srv, pickup = small_frames(qdir)
+    try:
+        assert pickup.scan() == {big: Outcome.RETURNED, good: Outcome.QUEUED}
+    finally:
+        srv.close()
+    assert maildrop_files(qdir) == [] and os.listdir(qdir.base / "corrupt") == []
+    notices = []
+    for queue_id in qdir.files():
+        env, data = qfile.read_all(str(qdir.incoming / queue_id))
+        if env.sender == "":
+            notices.append((env, data))
+    ((env, data),) = notices
+    assert [r.address for r in env.recipients] == ["alice@test.example"]
+    assert b"Subject: Undelivered Mail Returned to Sender\n" in data
+    assert b"Status: 5.5.3\n" in data and b"Final-Recipient: rfc822; user0@example.net\n" in data
+    assert data.count(b"Final-Recipient:") == 100            # the first ones, not all 1500
+    assert re.search(rb"1500\s+recipients", data) and b"Subject: to everyone\n" in data
+    assert b"\nhello\n" not in data                          # the header block only
+    assert f"maildrop/{big} from uid={os.geteuid()}: message envelope too large" in qdir.log()
+    assert re.search(rf"\S+: sender non-delivery notification: maildrop/{re.escape(big)} ", qdir.log())
+
+
+def test_envelope_too_large_with_the_null_sender_goes_to_corrupt(qdir):
+    big = submit(qdir, sender="", rcpts=many(1500))
+    good = submit(qdir)
+    srv, pickup = small_frames(qdir)
+    try:
+        assert pickup.scan() == {big: Outcome.REFUSED, good: Outcome.QUEUED}
+    finally:
+        srv.close()
+    assert os.listdir(qdir.base / "corrupt") == [big]
+    assert len(qdir.files()) == 1
+
+
+def test_envelope_records_beyond_reach_are_not_parsed(qdir, server):
+    """Records longer than a few frames could never be sent: refused unparsed."""
+    big = submit(qdir, rcpts=many(2000))
+    pickup = Pickup(PickupSettings(cleanup_socket=server.path, timeout=10, max_frame=4096),
+                    str(qdir.base))
+    assert pickup.scan() == {big: Outcome.REFUSED}
+    assert f"{big}: corrupt queue file moved to corrupt/: envelope larger than 12288 bytes" in qdir.log()
+
+
+class FussyCleanup:
+    """A cleanup peer that answers temp for mail from <stuck>, ok otherwise."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(path)
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.senders: list[str] = []
+        self.stop = False
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        n = 0
+        while not self.stop:
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(10)
+                n += 1
+                queue_id = f"FUSSY{n}"
+                codec.send(conn, CleanupHello(queue_id))
+                env = codec.recv(conn, "pickup")
+                while codec.recv_frame(conn, "pickup")[0] != codec.END:
+                    pass
+                self.senders.append(env.sender)
+                status = "temp" if env.sender == "stuck" else "ok"
+                codec.send(conn, CleanupResult(status, queue_id, "4.3.0 try later" if status == "temp" else ""))
+
+    def close(self) -> None:
+        self.stop = True
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_a_file_left_in_place_never_holds_up_newer_ones(qdir):
+    stuck = submit(qdir, sender="stuck")
+    first = submit(qdir, sender="first")
+    path = str(qdir.base / "fussy")
+    peer = FussyCleanup(path)
+    try:
+        pickup = Pickup(PickupSettings(cleanup_socket=path, timeout=10), str(qdir.base))
+        assert pickup.scan() == {stuck: Outcome.RETRY, first: Outcome.QUEUED}
+        later = submit(qdir, sender="later")
+        assert later > stuck                      # it sorts after the stuck one ...
+        outcomes = pickup.scan()
+        assert list(outcomes.items()) == [(later, Outcome.QUEUED), (stuck, Outcome.RETRY)]  # ... yet goes first
+        assert peer.senders == ["stuck", "first", "later", "stuck"]
+    finally:
+        peer.close()
+    assert maildrop_files(qdir) == [stuck]
+    assert f"maildrop/{stuck}: cleanup: 4.3.0 try later; will retry" in qdir.log()
+
+
+def test_cleanup_down_stops_the_scan_without_blaming_the_file(qdir):
+    one, two = submit(qdir), submit(qdir)
+    pickup = pickup_for(qdir, None)
+    assert pickup.scan() == {one: Outcome.RETRY}
+    assert pickup.retried == {}
+    assert maildrop_files(qdir) == [one, two]
