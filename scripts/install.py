@@ -4,7 +4,8 @@
 Layout (every directory can be changed on the make command line):
 
   $(PREFIX)/lib/postpy/         the postpy package and its dependencies (pip --target)
-  $(PREFIX)/sbin/               postpy, sendmail, postconf, postqueue, ... (small Python launchers)
+  $(PREFIX)/sbin/               postpy, sendmail, postconf, postqueue, ... (small Python launchers);
+                                postfix, a link to postpy (scripts call `postfix reload`, ...)
   $(PREFIX)/bin/                mailq, newaliases (links to the launchers in sbin)
   $(PREFIX)/libexec/postpy/     the daemons master starts
   $(PREFIX)/share/doc/postpy/   README.md
@@ -26,6 +27,14 @@ aside, never overwritten: when a Debian package owns it, with
 not over postpy, and removing it leaves postpy's in place), otherwise by
 renaming it to NAME.pre-postpy.  Uninstall puts it back.  A packaged symlink
 identical to install's (Postfix's /usr/lib/sendmail) is diverted all the same.
+
+Replacing Postfix.  When install sets aside another program's
+$(PREFIX)/sbin/postfix, postpy takes Postfix's place on this host, and the
+main.cf and master.cf it creates log as Postfix does (``syslog_name =
+postfix``; the submission and smtps services as postfix/submission and
+postfix/smtps), so that pflogsumm, fail2ban's postfix filters and logwatch
+read postpy's log unchanged.  A configuration that exists already is kept
+as it is (install says how to change it).
 
 The manifest $(PREFIX)/lib/postpy.INSTALLED lists what install did, in
 order: ``/path`` (a file or symlink), ``/path/`` (a tree), ``divert<TAB>/path
@@ -59,6 +68,8 @@ BIN_COMMANDS = ("mailq", "newaliases")
 MARKER = "written by make install"
 ASIDE_SUFFIX = ".pre-postpy"
 HOST_PORTS = {"2525": "25", "2587": "587", "2465": "465"}     # checkout port -> installed port
+POSTFIX_COMMAND = ("postfix", "postpy")     # Postfix's control command, and postpy's that it runs
+POSTFIX_SYSLOG_NAME = "postfix"             # the log tag Postfix's log readers look for
 
 LAUNCHER = """#!{python} -sP
 # postpy launcher, {marker}
@@ -88,6 +99,12 @@ mail_owner = {mail_owner}
 setgid_group = postdrop
 alias_maps = lmdb:{aliases}
 alias_database = lmdb:{aliases}
+"""
+
+MAIN_CF_AS_POSTFIX = """\
+# This host ran Postfix: log as Postfix does, so that pflogsumm, fail2ban's
+# postfix filters and logwatch read postpy's log unchanged.
+syslog_name = {syslog_name}
 """
 
 
@@ -251,6 +268,8 @@ class Installer:
                 module=module, func=func), 0o755)
             if name in BIN_COMMANDS:
                 self.link(f"{self.prefix}/bin/{name}", f"../sbin/{name}")
+        postfix, postpy = POSTFIX_COMMAND
+        self.link(f"{self.prefix}/sbin/{postfix}", postpy)
         for daemon in sorted(p.name for p in (ROOT / "libexec").iterdir() if p.is_file()):
             self.write(f"{self.prefix}/libexec/postpy/{daemon}", DAEMON.format(
                 python=self.python, marker=MARKER, lib=self.lib, program=daemon), 0o755)
@@ -303,18 +322,33 @@ class Installer:
         shutil.rmtree(old, ignore_errors=True)
         self.new.lines.append(self.lib + "/")
 
+    def replaces_postfix(self) -> bool:
+        """Whether this install set aside another program's ``postfix`` command
+        (now or in an earlier install): postpy takes Postfix's place."""
+        return f"{self.prefix}/sbin/{POSTFIX_COMMAND[0]}" in self.new.asides()
+
     def install_config(self) -> None:
         conf = self.staged(self.sysconfdir)
         conf.mkdir(parents=True, exist_ok=True)
         main = conf / "main.cf"
+        syslog_name = POSTFIX_SYSLOG_NAME if self.replaces_postfix() else ""
         if not main.exists():
             # Installed by an ordinary user (under $HOME, say), postpy runs as that user.
             owner = "postpy" if self.destdir or os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
-            main.write_text(MAIN_CF.format(marker=MARKER, spooldir=self.spooldir, prefix=self.prefix,
-                                           aliases=self.aliases, mail_owner=owner))
+            text = MAIN_CF.format(marker=MARKER, spooldir=self.spooldir, prefix=self.prefix,
+                                  aliases=self.aliases, mail_owner=owner)
+            if syslog_name:
+                text += MAIN_CF_AS_POSTFIX.format(syslog_name=syslog_name)
+                print(f"install: {self.sysconfdir}/main.cf: syslog_name = {syslog_name}, "
+                      "as Postfix logged on this host")
+            main.write_text(text)
+        elif syslog_name and not re.search(r"^syslog_name\s*=", main.read_text(errors="replace"), re.M):
+            print(f"install: {self.sysconfdir}/main.cf is kept: for Postfix's log readers (pflogsumm, "
+                  f"fail2ban) run `postconf -e syslog_name={syslog_name}` and tag the services "
+                  f"in master.cf as {syslog_name}/submission, ...")
         master = conf / "master.cf"
         if not master.exists():
-            master.write_text(host_master_cf((ROOT / "etc/master.cf").read_text()))
+            master.write_text(host_master_cf((ROOT / "etc/master.cf").read_text(), syslog_name))
         aliases = Path(self.aliases)     # a host file, not staged: packages create it in postinst
         if not self.destdir and not aliases.exists():
             aliases.parent.mkdir(parents=True, exist_ok=True)
@@ -352,16 +386,20 @@ class Installer:
             raise InstallError(f"files installed, but `{' '.join(check)}` reported the errors above")
 
 
-def host_master_cf(text: str) -> str:
+def host_master_cf(text: str, syslog_name: str = "") -> str:
     """The checkout's master.cf with its loopback test ports turned into the real ones
     (SMTP on 25, and the commented-out submission services on 587 and 465), on every
-    interface (inet_interfaces decides), columns kept."""
+    interface (inet_interfaces decides), columns kept.  With ``syslog_name``, the
+    services' own log tags (``-o syslog_name=postpy/submission``) start with it."""
     def real(match: re.Match[str]) -> str:
         port = HOST_PORTS[match.group(3)]
         return match.group(1) + port + " " * max(1, len(match.group(2)) - len(port))
 
     ports = "|".join(HOST_PORTS)
-    return re.sub(rf"^(#?)(127\.0\.0\.1:({ports}))(?=\s)", real, text, flags=re.M)
+    text = re.sub(rf"^(#?)(127\.0\.0\.1:({ports}))(?=\s)", real, text, flags=re.M)
+    if syslog_name:
+        text = re.sub(r"^(#?\s+-o\s+syslog_name=)postpy/", rf"\g<1>{syslog_name}/", text, flags=re.M)
+    return text
 
 
 def systemd_reload(unitdir: str) -> None:

@@ -13,8 +13,10 @@ the unit, and `make uninstall` takes back exactly what install wrote.
 Another mail system's files: before installing, a foreign file sits where
 the installed sendmail goes (it must be set aside as sendmail.pre-postpy and
 come back at uninstall) and, where dpkg-deb exists, a stand-in Debian
-package owns the places of postcat, mailq and newaliases (install must
-dpkg-divert them; uninstall must remove the diversions).  The package is removed and any
+package owns the places of postfix, postcat, mailq and newaliases (install
+must dpkg-divert them; uninstall must remove the diversions).  Having set
+aside a `postfix` command, install takes Postfix's place: `postfix` runs
+postpy, and the main.cf it creates logs as Postfix (syslog_name = postfix).  The package is removed and any
 diversion dropped when the module ends, whatever happened.
 
 Install runs pip for real (`pip install --target` of the checkout and its
@@ -131,13 +133,13 @@ def file_digest(path: str) -> str | None:
         return None
 
 
-def build_stand_in_package(inst: Installed) -> Path:
-    """A tiny .deb that owns the throwaway tree's postcat, bin/mailq and bin/newaliases, as
-    Postfix owns /usr's; its newaliases link is the one install makes (like /usr/lib/sendmail)."""
+def build_stand_in_package(inst: Installed, package: str = TEST_PACKAGE) -> Path:
+    """A tiny .deb that owns the throwaway tree's postfix, postcat, bin/mailq and bin/newaliases,
+    as Postfix owns /usr's; its newaliases link is the one install makes (like /usr/lib/sendmail)."""
     root = inst.base / "deb"
     (root / "DEBIAN").mkdir(parents=True)
     (root / "DEBIAN" / "control").write_text(
-        f"Package: {TEST_PACKAGE}\nVersion: 1\nArchitecture: all\n"
+        f"Package: {package}\nVersion: 1\nArchitecture: all\n"
         "Maintainer: postpy tests <root@localhost>\n"
         "Description: stands in for another MTA in postpy's install test\n")
     sbin = root / str(inst.prefix).lstrip("/") / "sbin"
@@ -146,23 +148,25 @@ def build_stand_in_package(inst: Installed) -> Path:
     bindir.mkdir(parents=True)
     (sbin / "postcat").write_text("#!/bin/sh\necho packaged postcat\n")
     (sbin / "postcat").chmod(0o755)
+    (sbin / "postfix").write_text("#!/bin/sh\necho packaged postfix\n")
+    (sbin / "postfix").chmod(0o755)
     (bindir / "mailq").symlink_to("../sbin/postcat")
     (bindir / "newaliases").symlink_to("../sbin/newaliases")
-    deb = inst.base / f"{TEST_PACKAGE}.deb"
+    deb = inst.base / f"{package}.deb"
     subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(root), str(deb)],
                    check=True, capture_output=True, timeout=60)
     shutil.rmtree(root)
     return deb
 
 
-def drop_stand_in_package(inst: Installed) -> None:
+def drop_stand_in_package(inst: Installed, package: str = TEST_PACKAGE) -> None:
     if not shutil.which("dpkg-divert"):
         return
     listed = subprocess.run(["dpkg-divert", "--list", f"{inst.base}/*"], capture_output=True, text=True)
     for match in re.finditer(r"^local diversion of (\S+) to (\S+)$", listed.stdout, re.M):
         subprocess.run(["dpkg-divert", "--local", "--rename", "--divert", match.group(2), "--remove",
                         match.group(1)], capture_output=True)
-    subprocess.run(["dpkg", "--purge", TEST_PACKAGE], capture_output=True, timeout=60)
+    subprocess.run(["dpkg", "--purge", package], capture_output=True, timeout=60)
 
 
 def edit_configuration(inst: Installed) -> None:
@@ -196,7 +200,7 @@ def installed() -> Iterator[Installed]:
             deb = build_stand_in_package(inst)
             subprocess.run(["dpkg", "-i", str(deb)], check=True, capture_output=True, timeout=60)
             inst.diverted = [str(inst.prefix / "sbin" / "postcat"), str(inst.prefix / "bin" / "mailq"),
-                             str(inst.prefix / "bin" / "newaliases")]
+                             str(inst.prefix / "bin" / "newaliases"), str(inst.prefix / "sbin" / "postfix")]
         first = inst.make("install")
         edit_configuration(inst)
         again = inst.make("install")      # a second install keeps the edited configuration
@@ -261,6 +265,13 @@ def test_foreign_files_are_set_aside(installed: Installed) -> None:
         assert f"local diversion of {path} to {path}.pre-postpy" in listed
     assert "packaged postcat" in (inst.prefix / "sbin" / "postcat.pre-postpy").read_text()
     assert "postpy launcher" in (inst.prefix / "sbin" / "postcat").read_text()
+    # Postfix's control command runs postpy's, and postpy logs as Postfix did.
+    assert "packaged postfix" in (inst.prefix / "sbin" / "postfix.pre-postpy").read_text()
+    assert os.readlink(inst.prefix / "sbin" / "postfix") == "postpy"
+    assert "syslog_name = postfix" in inst.command(inst.prefix / "sbin" / "postconf", "-n").stdout.splitlines()
+    assert "-o syslog_name=postfix/submission" in (inst.config_dir / "master.cf").read_text()
+    out = inst.command(inst.prefix / "sbin" / "postfix", "-c", inst.config_dir, "status")
+    assert out.returncode == 1 and "mail system is not running" in out.stderr, out.stderr
 
 
 def test_init_script_lifecycle(installed: Installed) -> None:
@@ -390,10 +401,12 @@ def test_uninstall_keeps_configuration_and_queue(installed: Installed) -> None:
                                 text=True).stdout
         assert listed.strip() == ""
         assert "packaged postcat" in (inst.prefix / "sbin" / "postcat").read_text()
+        assert "packaged postfix" in (inst.prefix / "sbin" / "postfix").read_text()
         assert os.readlink(inst.prefix / "bin" / "mailq") == "../sbin/postcat"
         assert os.readlink(inst.prefix / "bin" / "newaliases") == "../sbin/newaliases"   # the package's
     else:
         assert not os.path.lexists(inst.prefix / "bin" / "newaliases")
+        assert not os.path.lexists(inst.prefix / "sbin" / "postfix")
     for kept in (inst.config_dir / "main.cf", inst.config_dir / "master.cf", inst.base / "etc" / "aliases",
                  inst.spool / "maildrop", inst.spool / "incoming"):
         assert kept.exists(), kept

@@ -45,6 +45,7 @@ HOST_PATHS = sorted({
     "/usr/lib/sendmail", "/usr/lib/postpy", "/usr/lib/postpy.INSTALLED", "/usr/libexec/postpy",
     "/usr/share/doc/postpy", "/etc/postpy", "/etc/init.d/postpy", "/lib/systemd/system/postpy.service",
     "/var/spool/postpy", "/etc/aliases", "/etc/aliases.lmdb", "/usr/bin/mailq", "/usr/bin/newaliases",
+    "/usr/sbin/postfix", "/usr/sbin/postfix.pre-postpy",     # Debian's Postfix here: never diverted
     *(f"/usr/sbin/{name}" for name in SCRIPTS),
     *(f"/usr/sbin/{name}.pre-postpy" for name in SCRIPTS),
     "/usr/bin/mailq.pre-postpy", "/usr/bin/newaliases.pre-postpy", "/usr/lib/sendmail.pre-postpy",
@@ -128,7 +129,7 @@ def test_manifest_lists_final_paths_of_every_staged_file(staged: Staged) -> None
         assert os.path.lexists(staged.staged(line.rstrip("/"))), f"{line} listed but not staged"
     expected = {f"/usr/sbin/{name}" for name in SCRIPTS} | {
         f"/usr/libexec/postpy/{name}" for name in DAEMONS} | {
-        "/usr/bin/mailq", "/usr/bin/newaliases", "/usr/lib/sendmail", "/usr/lib/postpy/",
+        "/usr/bin/mailq", "/usr/bin/newaliases", "/usr/lib/sendmail", "/usr/sbin/postfix", "/usr/lib/postpy/",
         "/usr/share/doc/postpy/README.md", "/etc/init.d/postpy", "/lib/systemd/system/postpy.service",
         "/usr/lib/postpy.INSTALLED"}
     assert expected <= set(manifest), sorted(expected - set(manifest))
@@ -161,10 +162,14 @@ def test_written_files_name_final_paths_not_destdir(staged: Staged) -> None:
             f"/usr/libexec/postpy/{name}").read_text()
     assert os.readlink(staged.staged("/usr/lib/sendmail")) == "../sbin/sendmail"
     assert os.readlink(staged.staged("/usr/bin/mailq")) == "../sbin/mailq"
+    assert os.readlink(staged.staged("/usr/sbin/postfix")) == "postpy"     # `postfix reload` in scripts
     main_cf = staged.staged("/etc/postpy/main.cf").read_text().splitlines()
     for setting in ("queue_directory = /var/spool/postpy", "daemon_directory = /usr/libexec/postpy",
                     "mail_owner = postpy", "alias_maps = lmdb:/etc/aliases"):
         assert setting in main_cf, main_cf
+    # A package build replaces nothing: the staged configuration keeps postpy's own log tag.
+    assert not any(line.startswith("syslog_name") for line in main_cf), main_cf
+    assert "syslog_name=postpy/submission" in staged.staged("/etc/postpy/master.cf").read_text()
     assert "MAIL_CONFIG=/etc/postpy" in staged.staged("/etc/init.d/postpy").read_text()
     assert "ExecStart=/usr/sbin/postpy -c /etc/postpy start-fg" in staged.staged(
         "/lib/systemd/system/postpy.service").read_text()
