@@ -20,7 +20,8 @@ for, fixed for the whole expansion, like Postfix's
 destination    form                            status text
 =============  ==============================  ================================
 mailbox        mbox form, Delivered-To always  ``delivered to mailbox``
-               Maildir form (home_mailbox /)   ``delivered to maildir``
+               Maildir form (home_mailbox or   ``delivered to maildir``
+               mail_spool_directory with /)
                mailbox_command                 ``delivered to command: CMD``
 /file          mbox form                       ``delivered to file: PATH``
 /dir/          Maildir form                    ``delivered to maildir``
@@ -45,7 +46,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from postpy.ipc.messages import DeliveryRcpt, DeliveryRequest, DeliveryResult, RecipientResult
 from postpy.local import file as file_dest
@@ -205,15 +206,18 @@ class LocalAgent:
         raise DeliveryError("4.3.0", f"unknown destination kind {dest.kind}")
 
     def _mailbox(self, job: _Job, dest: Destination) -> str:
+        """The user's own mailbox, written as ``dest.privs`` (root for root)."""
         s = self.settings
         owner = dest.owner or dest.privs
-        if s.mailbox_command:
-            return self._command(job, dest, s.mailbox_command)
-        if s.home_mailbox.endswith("/"):
-            path = os.path.join(owner.home, s.home_mailbox)
+        if s.mailbox_command:       # a command: never as root (default_privs instead)
+            return self._command(job, replace(dest, privs=s.acting(dest.privs)),
+                                 s.mailbox_command)
+        if s.home_mailbox.endswith("/") or (not s.home_mailbox and s.spool_maildir):
+            base = os.path.join(owner.home, s.home_mailbox) if s.home_mailbox else \
+                os.path.join(s.mail_spool_directory, owner.name) + "/"
             data = message.plain_form(job.msg, dest.sender, job.rcpt.address)
-            maildir.deliver(path, data, dest.privs, hostname=s.myhostname,
-                            size_limit=s.mailbox_size_limit)
+            maildir.deliver(base, data, dest.privs, hostname=s.myhostname,
+                            size_limit=s.mailbox_size_limit, own_mailbox=True)
             return "delivered to maildir"
         if s.home_mailbox:
             path, spool = os.path.join(owner.home, s.home_mailbox), False
@@ -222,7 +226,8 @@ class LocalAgent:
         policy = mailbox.MboxPolicy(attempts=s.lock_attempts, delay=s.lock_delay,
                                     stale_after=s.stale_lock_time,
                                     size_limit=s.mailbox_size_limit, fail_dsn="4.2.0",
-                                    root_fallback=spool, dotlock_required=True)
+                                    root_fallback=spool, dotlock_required=True,
+                                    own_mailbox=True)
         data = message.mbox_form(job.msg, dest.sender, job.rcpt.address)
         try:
             mailbox.append(path, data, dest.privs, policy)

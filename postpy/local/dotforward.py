@@ -17,9 +17,13 @@ tried).  An empty ``.forward`` (no destinations) means "no forwarding":
 mail goes to the mailbox.  Its syntax is the right-hand side of an alias,
 one or more destinations per line, ``#`` comment lines.
 
-``:include:`` (:func:`read_text`): a regular file, read whole (at most
-:data:`MAX_FILE_SIZE` bytes); the caller takes the owner from the returned
-``stat`` result to decide who runs its commands.
+``:include:`` (:func:`read_text`, then :func:`unsafe`): a regular file,
+read whole (at most :data:`MAX_FILE_SIZE` bytes), under the same rule as
+``.forward`` for writability: one that group or others may write is
+refused (anyone who could write it could add themselves to the list, or
+commands that run with its owner's rights).  Its owner may be anyone: the
+caller takes the owner from the returned ``stat`` result to decide who
+runs its commands.
 """
 
 from __future__ import annotations
@@ -77,8 +81,11 @@ def forward_paths(settings: LocalSettings, user: Identity, recipient: str, local
     return paths
 
 
-def _unsafe(st: os.stat_result, user: Identity) -> str | None:
-    if st.st_uid not in (user.uid, 0):
+def unsafe(st: os.stat_result, user: Identity | None = None) -> str | None:
+    """Why a ``.forward`` (``user``'s) or ``:include:`` file (``user`` None)
+    must not be used; None when it is fine.  Both must not be writable by
+    group or others; a ``.forward`` must belong to its user or to root."""
+    if user is not None and st.st_uid not in (user.uid, 0):
         return f"owned by uid {st.st_uid}, not by {user.name} or root"
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return "writable by group or others"
@@ -103,7 +110,7 @@ def read_forward(settings: LocalSettings, user: Identity, acting: Identity, path
                 continue
             warn(f"cannot read {path}: {exc.strerror or exc}: ignored")
             continue
-        problem = _unsafe(st, user)
+        problem = unsafe(st, user)
         if problem:
             warn(f"{path}: {problem}: ignored")
             continue

@@ -5,7 +5,9 @@ Used for the user's mailbox (``$mail_spool_directory/USER``, or
 destinations (:mod:`postpy.local.file`).  The bytes come from
 :func:`postpy.local.message.mbox_form`.
 
-Steps, each with the privileges noted:
+Steps, each with the privileges noted ("the user" is root for root's own
+mailbox, which is written as root, as Postfix does; see
+:mod:`postpy.local.privileges`):
 
 1. **Create** the file if missing, mode 0600, as the user.  In the spool
    directory, which users usually cannot write (Debian: ``2775
@@ -17,7 +19,10 @@ Steps, each with the privileges noted:
    the dotlock is best effort (a directory we may not write is no reason
    to refuse).
 3. **Open** as the user with ``O_APPEND|O_NOFOLLOW`` (a symlink is
-   refused), check that it is a regular file with one link, take an
+   refused), check that it is a regular file with one link and, for the
+   user's own mailbox, that it belongs to the user (in a spool others can
+   write -- 1777, or 2775 for group ``mail`` -- anyone could create
+   ``SPOOL/victim`` mode 0666 beforehand and read what arrives), take an
    **fcntl** lock.  Steps 2 and 3 are retried ``deliver_lock_attempts``
    times, ``deliver_lock_delay`` apart; then ``4.2.0`` (try later).
 4. **Size limit**: old size + message > ``mailbox_size_limit`` ->
@@ -55,17 +60,18 @@ class MboxPolicy:
     fail_dsn: str = "4.2.0"         # for errors without a more specific status
     root_fallback: bool = False     # spool directory: create and dotlock as root if needed
     dotlock_required: bool = True
+    own_mailbox: bool = False       # the user's mailbox: must be theirs; root's written as root
 
 
-def _privileged(who: Identity, as_user: bool) -> AbstractContextManager[None]:
-    return acting_as(who) if as_user else as_root()
+def _privileged(who: Identity, as_user: bool, policy: MboxPolicy) -> AbstractContextManager[None]:
+    return acting_as(who, allow_root=policy.own_mailbox) if as_user else as_root()
 
 
 def _create(path: str, who: Identity, policy: MboxPolicy) -> None:
     """Step 1: make sure the file exists (never replacing anything)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        with acting_as(who):
+        with acting_as(who, allow_root=policy.own_mailbox):
             os.close(os.open(path, flags, 0o600))
         return
     except FileExistsError:
@@ -105,7 +111,7 @@ class _Dotlock:
         ways = self._ways()
         for as_user in ways:
             try:
-                with _privileged(self.who, as_user):
+                with _privileged(self.who, as_user, self.policy):
                     fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                     try:
                         os.write(fd, f"{os.getpid()}\n".encode())
@@ -125,7 +131,7 @@ class _Dotlock:
     def _remove_if_stale(self) -> None:
         for as_user in self._ways():
             try:
-                with _privileged(self.who, as_user):
+                with _privileged(self.who, as_user, self.policy):
                     if time.time() - os.lstat(self.path).st_mtime > self.policy.stale_after:
                         os.unlink(self.path)
                 return
@@ -136,15 +142,16 @@ class _Dotlock:
         if self.held_as_user is None:
             return
         try:
-            with _privileged(self.who, self.held_as_user):
+            with _privileged(self.who, self.held_as_user, self.policy):
                 os.unlink(self.path)
         except OSError:
             pass
         self.held_as_user = None
 
 
-def _open_locked(path: str) -> int | None:
-    """Step 3 (acting as the user): the open, checked, fcntl-locked fd; None if busy."""
+def _open_locked(path: str, owner: Identity | None) -> int | None:
+    """Step 3 (acting as the user): the open, checked, fcntl-locked fd; None if busy.
+    ``owner``: who the file must belong to (None: anyone)."""
     st = os.lstat(path)             # clearer errors than ELOOP/ENXIO; fstat below decides
     if stat.S_ISLNK(st.st_mode):
         raise OSError(errno.EPERM, "is a symbolic link")
@@ -157,6 +164,8 @@ def _open_locked(path: str) -> int | None:
             raise OSError(errno.EPERM, "not a regular file")
         if st.st_nlink != 1:
             raise OSError(errno.EPERM, f"file has {st.st_nlink} hard links")
+        if owner is not None and st.st_uid != owner.uid:
+            raise OSError(errno.EPERM, f"file is owned by uid {st.st_uid}, not by {owner.name}")
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except (BlockingIOError, PermissionError):
@@ -217,9 +226,9 @@ def append(path: str, data: bytes, who: Identity, policy: MboxPolicy) -> None:
                                             f"unable to create lock file {lock.path}: "
                                             f"{os_error_text(exc)}") from None
                     lock.skipped = True
-            with acting_as(who):
+            with acting_as(who, allow_root=policy.own_mailbox):
                 try:
-                    fd = _open_locked(path)
+                    fd = _open_locked(path, who if policy.own_mailbox else None)
                 except OSError as exc:
                     raise DeliveryError(os_error_dsn(exc, policy.fail_dsn),
                                         f"cannot open {path}: {os_error_text(exc)}") from None

@@ -1,7 +1,8 @@
 """local: deliver one message into a Maildir, acting as its owner.
 
-Used for ``home_mailbox`` values that end in ``/`` (``Maildir/``) and for
-``/dir/`` destinations in aliases and ``.forward``.  The bytes come from
+Used for ``home_mailbox`` (and ``mail_spool_directory``) values that end
+in ``/`` (``Maildir/``) and for ``/dir/`` destinations in aliases and
+``.forward``.  The bytes come from
 :func:`postpy.local.message.plain_form` (trace headers, no ``From `` line,
 no quoting).
 
@@ -18,11 +19,14 @@ Following the Maildir convention (cr.yp.to/proto/maildir.html):
    before local reports it delivered.
 
 A message larger than ``mailbox_size_limit`` is refused with ``5.2.2``;
-any error removes the file from ``tmp/`` again.
+any error removes the file from ``tmp/`` again.  A user's own Maildir that
+already exists must belong to the user (a Maildir spool others can write
+could otherwise hold one prepared by someone else), like an mbox.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import time
@@ -83,14 +87,29 @@ def _write_new(maildir: str, data: bytes, hostname: str) -> str:
     return final
 
 
+def _check_owner(maildir: str, who: Identity) -> None:
+    """An existing Maildir must be ``who``'s (raises OSError)."""
+    try:
+        st = os.stat(maildir)
+    except FileNotFoundError:
+        return                      # created by who below
+    if st.st_uid != who.uid:
+        raise OSError(errno.EPERM, f"owned by uid {st.st_uid}, not by {who.name}", maildir)
+
+
 def deliver(maildir: str, data: bytes, who: Identity, *, hostname: str, size_limit: int = 0,
-            fail_dsn: str = "4.2.0") -> str:
-    """Store ``data`` in ``maildir`` as ``who``; the final path (raises DeliveryError)."""
+            fail_dsn: str = "4.2.0", own_mailbox: bool = False) -> str:
+    """Store ``data`` in ``maildir`` as ``who``; the final path (raises DeliveryError).
+
+    ``own_mailbox``: this is ``who``'s own mailbox, so root's is written as
+    root (never a ``/dir/`` destination)."""
     if size_limit and len(data) > size_limit:
         raise DeliveryError("5.2.2", f"maildir delivery failed: message is larger than "
                                      f"mailbox_size_limit ({size_limit} bytes)")
     try:
-        with acting_as(who):
+        with acting_as(who, allow_root=own_mailbox):
+            if own_mailbox:
+                _check_owner(maildir, who)
             try:
                 return _write_new(maildir, data, hostname)
             except FileNotFoundError:      # first delivery: create the Maildir, then again

@@ -1,24 +1,30 @@
 """local: whose privileges each step runs with.
 
 local runs with ``unpriv = n``: as root when master runs as root, so that
-it can act as each recipient in turn.  It never writes a mailbox, a file or
-a lock, reads a ``.forward`` or ``:include:`` file, or runs a command with
-effective uid 0: :func:`acting_as` switches the *effective* ids through
-:func:`postpy.util.privs.become` (the one audited helper) for the duration
-of a ``with`` block and switches back afterwards, and commands drop all
-privileges for good in the child (:func:`postpy.util.privs.drop_to`).  The
-only things done as root are reading the queue file and the alias tables,
-creating a missing mailbox in a spool directory the user cannot write
-(then handed to the user with fchown) and the mailbox dotlock there
-(see :mod:`postpy.local.mailbox`).
+it can act as each recipient in turn.  :func:`acting_as` switches the
+*effective* ids through :func:`postpy.util.privs.become` (the one audited
+helper) for the duration of a ``with`` block and switches back afterwards,
+and commands drop all privileges for good in the child
+(:func:`postpy.util.privs.drop_to`).  Things done as root: reading the
+queue file and the alias tables, reading root's own ``.forward``, creating
+a missing mailbox in a spool directory the user cannot write (then handed
+to the user with fchown) and the mailbox dotlock there (see
+:mod:`postpy.local.mailbox`), and **root's own mailbox** (mbox or Maildir),
+written as root as Postfix does, so that it belongs to root and stays
+private.  That last case is the only one where :func:`acting_as` accepts
+uid 0, and only when the caller says so (``allow_root=True``, passed by
+mailbox delivery alone); no command, ``/file``, ``/dir/`` or
+``:include:`` read ever runs with uid 0.
 
 Who acts for a destination (decided in :mod:`postpy.local.resolve`):
-the recipient for its mailbox and for ``.forward`` targets; the owner of
-the alias table for commands and files from aliases (``default_privs``
-when root owns it); the owner of an ``:include:`` file (the including
-context's identity when root owns it).  A uid 0 identity is always
-replaced with ``default_privs``
-(:meth:`postpy.local.settings.LocalSettings.acting`).
+the recipient for its mailbox (root included,
+:meth:`postpy.local.settings.LocalSettings.mailbox_owner`) and for
+``.forward`` targets; the owner of the alias table for commands and files
+from aliases (``default_privs`` when root owns it); the owner of an
+``:include:`` file (the including context's identity when root owns it).
+For everything but the mailbox a uid 0 identity is replaced with
+``default_privs`` (:meth:`postpy.local.settings.LocalSettings.acting`), and
+so is root's ``mailbox_command``.
 
 Embedded mode (not started as root): everything runs as the current user,
 identities collapse to it, and :func:`acting_as` changes nothing.
@@ -85,15 +91,21 @@ def _groups(who: Identity) -> list[int]:
 
 
 @contextmanager
-def acting_as(who: Identity) -> Iterator[None]:
-    """Run the block with ``who``'s effective uid, gid and groups."""
+def acting_as(who: Identity, *, allow_root: bool = False) -> Iterator[None]:
+    """Run the block with ``who``'s effective uid, gid and groups.
+
+    A uid 0 ``who`` is refused unless ``allow_root`` (root's own mailbox):
+    then the block keeps root's ids."""
     if os.geteuid() != 0:
         if root_mode():
             raise PrivilegeError("acting_as: already switched (nested use)")
         yield
         return
     if who.uid == 0:
-        raise PrivilegeError("refusing to deliver with root privileges")
+        if not allow_root:
+            raise PrivilegeError("refusing to deliver with root privileges")
+        yield
+        return
     privs.become(who.uid, who.gid, _groups(who))
     try:
         yield

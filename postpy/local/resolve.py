@@ -22,13 +22,17 @@ to lower case):
    ``|command``, ``/file``, ``/dir/`` (Maildir), ``:include:/file``,
    ``\\user`` (that user's mailbox, no further expansion).  Commands and
    files act as the owner of the alias table file (``default_privs`` if
-   root owns it).  If ``owner-NAME`` exists, forwarded copies and the
+   root owns it).  An ``:include:`` file that group or others may write
+   is refused (``4.3.5``, and a warning), as a ``.forward`` would be.  If ``owner-NAME`` exists, forwarded copies and the
    deliveries of this expansion use ``owner-NAME@$myorigin`` as sender
    (a null sender stays null).
 3. **User**: no alias and no passwd entry -> ``5.1.1 unknown user: "name"``.
 4. **~/.forward** (``forward_path``), acting as the user; ``~/path`` is a
    file in the user's home.
-5. **Mailbox** of the user.
+5. **Mailbox** of the user, written as that user; root's own mailbox as
+   root (:meth:`postpy.local.settings.LocalSettings.mailbox_owner`), while
+   everything else reached for root (commands and files from aliases or
+   root's ``.forward``, root's ``mailbox_command``) runs as ``default_privs``.
 
 Self-reference (aliases(5)): an alias found again inside its own expansion
 skips the alias step (so ``alice: alice, bob`` delivers to alice's mailbox
@@ -92,7 +96,7 @@ def split_local(address: str, delimiter: str, owner_special: bool = True) -> Loc
 class Destination:
     kind: str               # mailbox | maildir | file | command | forward
     value: str              # user name, path, command line, or address
-    privs: Identity         # who delivers (never root)
+    privs: Identity         # who delivers (root only for root's own mailbox)
     rcpt: LocalAddress      # the address this is a delivery for (log to=, $RECIPIENT)
     sender: str             # envelope sender for this delivery
     source: str             # where it came from: recipient | alias | forward | include
@@ -194,7 +198,8 @@ class Resolver:
         acting = self.settings.acting(user)
         if not skip_forward and self._dot_forward(rcpt, ctx, user, acting):
             return
-        self._add(Destination(MAILBOX, user.name, acting, rcpt, ctx.sender, ctx.source, user))
+        self._add(Destination(MAILBOX, user.name, self.settings.mailbox_owner(user), rcpt,
+                              ctx.sender, ctx.source, user))
 
     # -- aliases ----------------------------------------------------------------
     def _alias_lookup(self, keys: list[str]) -> tuple[str, str, str] | None:
@@ -309,8 +314,8 @@ class Resolver:
         if user is None:
             self._fail(rcpt, "5.1.1", f'unknown user: "{local.lower()}"')
             return
-        self._add(Destination(MAILBOX, user.name, self.settings.acting(user), rcpt, ctx.sender,
-                              ctx.source, user))
+        self._add(Destination(MAILBOX, user.name, self.settings.mailbox_owner(user), rcpt,
+                              ctx.sender, ctx.source, user))
 
     def _include(self, path: str, ctx: _Context) -> None:
         if not path.startswith("/"):
@@ -325,6 +330,12 @@ class Resolver:
         except OSError as exc:
             self.warn(f"cannot open include file {path}: {exc.strerror or exc}")
             self._fail(ctx.rcpt, "5.3.0", f"cannot open include file {path}: {exc.strerror or exc}")
+            return
+        problem = dotforward.unsafe(st)
+        if problem:
+            self.warn(f"include file {path}: {problem}: refused")
+            self._fail(ctx.rcpt, "4.3.5", f"mail system configuration error: include file "
+                                          f"{path} is {problem}")
             return
         privs = ctx.privs
         if st.st_uid != 0:

@@ -15,6 +15,7 @@ user.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -25,6 +26,14 @@ from postpy.tables.maps import TableError, open_table
 from postpy.util import maillog, privs
 
 UNDEFINED = "\x00undefined\x00"
+
+
+def _spool_directory(value: str) -> str:
+    """Normalized, keeping a trailing ``/`` (Maildir-style spool, as in Postfix)."""
+    if not value:
+        return value
+    path = os.path.normpath(value)
+    return path + "/" if value.endswith("/") and path != "/" else path
 
 
 @dataclass
@@ -67,7 +76,7 @@ class LocalSettings:
             alias_maps=cfg.get_list("alias_maps"),
             forward_path=split_list(cfg.raw("forward_path") or ""),
             home_mailbox=cfg.get("home_mailbox"),
-            mail_spool_directory=cfg.get_path("mail_spool_directory"),
+            mail_spool_directory=_spool_directory(cfg.get("mail_spool_directory")),
             mailbox_command=(cfg.raw("mailbox_command") or "").strip(),
             mailbox_size_limit=cfg.get_size("mailbox_size_limit"),
             recipient_delimiter=cfg.get("recipient_delimiter"),
@@ -97,12 +106,25 @@ class LocalSettings:
         return who
 
     def acting(self, who: Identity) -> Identity:
-        """The identity that really delivers for ``who`` (never root)."""
+        """The identity that really delivers for ``who`` (never root): commands,
+        files and ``.forward`` targets."""
         if not privileges.root_mode():
             return privs.current_identity()
         if who.uid == 0:
             return self.default_identity()
         return who
+
+    def mailbox_owner(self, who: Identity) -> Identity:
+        """Who writes ``who``'s own mailbox: the user, root included (Postfix
+        writes root's mailbox as root); the current user in embedded mode."""
+        if not privileges.root_mode():
+            return privs.current_identity()
+        return who
+
+    @property
+    def spool_maildir(self) -> bool:
+        """``mail_spool_directory`` ends in ``/``: mailboxes there are Maildirs."""
+        return self.mail_spool_directory.endswith("/")
 
     # -- addresses ----------------------------------------------------------
     def is_local_domain(self, domain: str) -> bool:

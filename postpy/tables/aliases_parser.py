@@ -105,6 +105,8 @@ def _scan_quoted(s: str, i: int) -> tuple[str, int]:
     j = i + 1
     while j < len(s):
         if s[j] == "\\":
+            if j + 1 == len(s):     # unclosed, ends in a lone "\": keep it a literal "\"
+                return s[i:] + '\\"', len(s)
             j += 2
             continue
         if s[j] == '"':
@@ -237,9 +239,18 @@ def _route_addr(toks: list[_Tok]) -> list[_Tok]:
     if "<" not in kinds:
         return toks
     start = kinds.index("<")
-    try:
-        end = kinds.index(">", start)
-    except ValueError:
+    # The ">" that closes it, counted as _split_commas counts: a stored value
+    # must split at the same commas again.
+    depth, end = 0, -1
+    for i in range(start, len(kinds)):
+        if kinds[i] == "<":
+            depth += 1
+        elif kinds[i] == ">":
+            depth -= 1
+            if depth == 0:
+                end = i
+                break
+    if end < 0:
         return toks
     # Keep the brackets in the external form: a source route may hold commas.
     return [toks[start], *_clean(toks[start + 1:end]), toks[end]]

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import IS_ROOT, MAIL_OWNER, wait_for
+from conftest import IS_ROOT, MAIL_OWNER, as_user, wait_for
 
 from postpy.ipc.trigger import SCAN, send_trigger
 from postpy.queue import qfile, qid
@@ -264,3 +264,126 @@ def test_pipe_tempfail_past_lifetime_is_returned(mta_factory, area: Path) -> Non
     notice = mta.wait_log(rf"{queue_id}: sender non-delivery notification: (\S+)").group(1)
     delivered(mta, notice, f"back@{DOMAIN}", "sent", "delivered to file: /dev/null")
     mta.wait_log(rf"{queue_id}: removed")
+
+
+# -- a local user against another's mail (real users) ------------------------------------
+
+@root_only
+def test_precreated_mbox_of_another_user_is_refused(mta_factory, area: Path, unix_users) -> None:
+    """A spool others can write (1777): the attacker creates SPOOL/victim mode 0666 first."""
+    victim, attacker = unix_users(), unix_users()
+    spool = area / "mail"
+    os.chmod(spool, 0o1777)
+    trap = spool / victim.pw_name
+
+    def prepare() -> str:
+        fd = os.open(trap, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        os.fchmod(fd, 0o666)
+        os.close(fd)
+        return "ok"
+
+    assert as_user(attacker, prepare) == "ok"
+    mta = start(mta_factory, area)
+    queue_id = inject(mta, [f"{victim.pw_name}@{DOMAIN}"], sender="a@remote.example",
+                      body=b"Subject: for the victim only\n\nthe secret\n")
+    delivered(mta, queue_id, f"{victim.pw_name}@{DOMAIN}", "deferred",
+              re.escape(f"cannot update mailbox {trap} for user {victim.pw_name}. cannot open "
+                        f"{trap}: file is owned by uid {attacker.pw_uid}, not by {victim.pw_name}"))
+    wait_for(lambda: queue_id in mta.queue_ids("deferred"), 20, "the message to be deferred")
+    assert as_user(attacker, trap.read_text) == ""          # the attacker got nothing
+    assert os.stat(trap).st_uid == attacker.pw_uid
+
+
+@root_only
+def test_writable_include_file_is_refused(mta_factory, area: Path, unix_users) -> None:
+    """A root-owned include file mode 0666: an attacker adds an address and a command."""
+    member, attacker = unix_users(), unix_users()
+    shared = area / "shared"
+    members = shared / "members"
+    members.write_text(f"{member.pw_name}\n")
+    os.chmod(members, 0o666)
+    pwned = shared / "pwned"
+
+    def add_myself() -> str:
+        with open(members, "a") as f:
+            f.write(f'{attacker.pw_name}\n"|touch {pwned}"\n')
+        return "ok"
+
+    assert as_user(attacker, add_myself) == "ok"
+    mta = start(mta_factory, area, f"list: :include:{members}\n",
+                allow_mail_to_commands="alias, forward, include")
+    queue_id = inject(mta, [f"list@{DOMAIN}"], sender="a@remote.example")
+    delivered(mta, queue_id, f"list@{DOMAIN}", "deferred",
+              re.escape(f"mail system configuration error: include file {members} is writable "
+                        "by group or others"))
+    assert f"warning: include file {members}: writable by group or others: refused" in mta.log()
+    wait_for(lambda: queue_id in mta.queue_ids("deferred"), 20, "the message to be deferred")
+    assert not (area / "mail" / attacker.pw_name).exists()
+    assert not (area / "mail" / member.pw_name).exists()
+    assert not pwned.exists()
+    os.chmod(members, 0o644)                    # the administrator repairs it: now delivered
+    members.write_text(f"{member.pw_name}\n")
+    assert mta.run("postqueue", "-f").returncode == 0
+    mta.wait_log(rf"{queue_id}: to=<{member.pw_name}@mx\.test\.example>, orig_to=<list@{DOMAIN}>, "
+                 r"relay=local, .*status=sent \(delivered to mailbox\)", 30)
+    assert (area / "mail" / member.pw_name).exists()
+    assert not (area / "mail" / attacker.pw_name).exists()
+
+
+# -- mail to root ------------------------------------------------------------------------
+
+@root_only
+def test_mail_to_root_via_sendmail_t_in_an_mbox_spool(mta_factory, area: Path) -> None:
+    """Cron's way: sendmail -t with To: root.  root's mailbox is written as root; what an
+    alias runs for root still runs as default_privs."""
+    uid_file = area / "shared" / "cron.uid"
+    mta = start(mta_factory, area, f'cron: root, "|id -u > {uid_file}"\n')
+    probe = mta.run("sendmail", "-bv", "root")
+    assert probe.returncode == 0 and "root... deliverable via local" in probe.stdout, probe
+    sent = mta.run("sendmail", "-t", input="To: root\nSubject: cron output\n\nhi\n")
+    assert sent.returncode == 0, sent.stderr
+    mta.wait_log(r"to=<root@mx\.test\.example>, orig_to=<root>, relay=local, .*status=sent "
+                 r"\(delivered to mailbox\)", 30)
+    mbox = area / "mail" / "root"
+    st = os.stat(mbox)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o600)
+    assert b"Subject: cron output\n" in mbox.read_bytes()
+    sent = mta.run("sendmail", f"cron@{DOMAIN}", input="Subject: second\n\nhi\n")
+    assert sent.returncode == 0, sent.stderr
+    mta.wait_log(rf"to=<cron@{DOMAIN}>, relay=local, .*status=sent \(delivered to command", 30)
+    mta.wait_log(rf"to=<root@mx\.test\.example>, orig_to=<cron@{DOMAIN}>, relay=local, "
+                 r".*status=sent \(delivered to mailbox\)", 30)
+    assert int(uid_file.read_text()) == pwd.getpwnam("nobody").pw_uid
+    wait_for(lambda: mbox.read_bytes().count(b"\nSubject: ") == 2, 30, "the second message")
+    assert os.stat(mbox).st_uid == 0
+
+
+@root_only
+def test_existing_root_owned_mbox_receives_mail(mta_factory, area: Path) -> None:
+    """The spool as another MTA left it: SPOOL/root, root's, mode 0600."""
+    mbox = area / "mail" / "root"
+    mbox.write_bytes(b"From old@example Mon Jan  1 00:00:00 2024\nSubject: old\n\nold\n\n")
+    os.chmod(mbox, 0o600)
+    mta = start(mta_factory, area)
+    queue_id = inject(mta, [f"root@{DOMAIN}"], sender="a@remote.example")
+    delivered(mta, queue_id, f"root@{DOMAIN}", "sent", "delivered to mailbox")
+    data = mbox.read_bytes()
+    assert data.startswith(b"From old@example ") and b"\nFrom a@remote.example " in data
+    assert os.stat(mbox).st_uid == 0
+
+
+@root_only
+def test_mail_to_root_in_a_maildir_spool(mta_factory, area: Path) -> None:
+    """mail_spool_directory ending in / (Maildir per user, as in Postfix): root's is root's."""
+    mta = start(mta_factory, area, mail_spool_directory=f"{area}/mail/")
+    sent = mta.run("sendmail", "-t", input="To: root\nSubject: to the maildir\n\nhi\n")
+    assert sent.returncode == 0, sent.stderr
+    mta.wait_log(r"to=<root@mx\.test\.example>, orig_to=<root>, relay=local, .*status=sent "
+                 r"\(delivered to maildir\)", 30)
+    box = area / "mail" / "root"
+    (name,) = os.listdir(box / "new")
+    for path in (box, box / "tmp", box / "new", box / "cur", box / "new" / name):
+        st = os.stat(path)
+        assert (st.st_uid, st.st_gid) == (0, 0), path
+    assert stat.S_IMODE(os.stat(box).st_mode) == 0o700
+    assert "Subject: to the maildir" in (box / "new" / name).read_text()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import stat
 import threading
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from postpy.local.deliver import LocalAgent
 from postpy.local.outcome import DeliveryError
 from postpy.local.service import serve_connection
 from postpy.queue import qfile, qid
+from postpy.util.privs import Identity
 
 BODY = b"Subject: hello\nTo: someone\n\nFrom the start\nbody\n"
 
@@ -259,3 +261,52 @@ def test_service_loop_answers_many_requests(base: Path, users: FakeUsers, queue:
     assert (one.queue_id, results(one)[0][1]) == (first, "sent")
     assert (two.queue_id, results(two)[0][1]) == (second, "bounced")
     assert served == [2]
+
+
+# -- root's own mailbox --------------------------------------------------------------
+
+def add_root(base: Path, users: FakeUsers) -> Path:
+    """root, with a home under the test directory (never the host's /root)."""
+    home = base / "home" / "root"
+    home.mkdir(parents=True)
+    os.chmod(home, 0o700)
+    users.users["root"] = Identity("root", 0, 0, str(home), "/bin/sh")
+    return home
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root: root's mailbox is written as root")
+@pytest.mark.parametrize("layout", ["spool mbox", "existing mbox", "home Maildir", "spool Maildir"])
+def test_roots_mailbox_is_delivered_as_root(base: Path, users: FakeUsers, queue: Path,
+                                            maillog_path: Path, layout: str) -> None:
+    home = add_root(base, users)
+    spool = base / "mail"
+    params = {"home_mailbox": "Maildir/"} if layout == "home Maildir" else \
+        {"mail_spool_directory": f"{spool}/"} if layout == "spool Maildir" else {}
+    if layout == "existing mbox":               # left by the MTA this one replaced
+        (spool / "root").write_bytes(b"From old\n\n")
+        os.chmod(spool / "root", 0o600)
+    settings = make_settings(base, users, **params)
+    _, result = deliver(settings, queue, ["root@test.example"])
+    kind = "maildir" if "Maildir" in layout else "mailbox"
+    assert results(result) == [(0, "sent", "2.0.0", f"delivered to {kind}")]
+    if kind == "mailbox":
+        st = os.stat(spool / "root")
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o600)
+        assert (spool / "root").read_bytes().count(b"\nDelivered-To: root@test.example\n") == 1
+    else:
+        box = home / "Maildir" if layout == "home Maildir" else spool / "root"
+        (name,) = os.listdir(box / "new")
+        for path in (box, box / "new", box / "new" / name):
+            assert os.stat(path).st_uid == 0
+        assert (box / "new" / name).read_bytes().endswith(BODY)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root: commands for root run as default_privs")
+def test_roots_mailbox_command_runs_as_default_privs(base: Path, users: FakeUsers, queue: Path,
+                                                     maillog_path: Path) -> None:
+    add_root(base, users)
+    out = base / "shared" / "uid"
+    settings = make_settings(base, users, mailbox_command=f"id -u > {out}")
+    _, result = deliver(settings, queue, ["root@test.example"])
+    assert results(result)[0][1] == "sent"
+    assert int(out.read_text()) == acting_uid()[0] != 0

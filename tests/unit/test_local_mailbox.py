@@ -22,7 +22,7 @@ from test_local_support import (  # noqa: F401  (the *_fixture names are fixture
 from postpy.local import file as file_dest
 from postpy.local import mailbox, maildir
 from postpy.local.outcome import DeliveryError
-from postpy.util.privs import Identity
+from postpy.util.privs import Identity, PrivilegeError
 
 FAST = {"attempts": 2, "delay": 0.01, "stale_after": 500.0}
 
@@ -236,3 +236,59 @@ def test_maildir_size_limit_and_errors(base: Path, who: Identity) -> None:
         maildir.deliver(str(blocker) + "/", b"x", who, hostname="h")
     assert info.value.dsn == "4.2.0"
     assert info.value.text.startswith("maildir delivery failed: ")
+
+
+# -- whose mailbox ------------------------------------------------------------------
+
+ROOT = Identity("root", 0, 0, "/", "/bin/sh")
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root: a mailbox owned by someone else")
+def test_own_mailbox_owned_by_someone_else_is_refused(spool: Path, who: Identity) -> None:
+    path = spool / "tester"
+    path.write_bytes(b"")
+    os.chown(path, 54321, 54321)        # prepared by another user, mode 0666
+    os.chmod(path, 0o666)
+    with pytest.raises(DeliveryError) as info:
+        mailbox.append(str(path), b"secret\n", who, policy(own_mailbox=True))
+    assert info.value.temporary
+    assert info.value.text == f"cannot open {path}: file is owned by uid 54321, not by tester"
+    assert path.read_bytes() == b""
+    assert not (spool / "tester.lock").exists()
+    to_file(path, b"to a file\n", who)  # a /file destination may belong to anyone
+    assert path.read_bytes() == b"to a file\n"
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root: root's own mailbox")
+def test_roots_own_mailbox_is_written_as_root(base: Path, spool: Path) -> None:
+    closed = base / "closed"
+    closed.mkdir()
+    os.chmod(closed, 0o755)
+    for directory in (spool, closed):
+        path = directory / "root"
+        mailbox.append(str(path), b"one\n", ROOT, policy(own_mailbox=True))
+        mailbox.append(str(path), b"two\n", ROOT, policy(own_mailbox=True, root_fallback=True))
+        st = os.stat(path)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o600)
+        assert path.read_bytes() == b"one\ntwo\n"
+    with pytest.raises(PrivilegeError):       # never for a /file or /dir/ destination
+        to_file(closed / "f", b"x", ROOT)
+    with pytest.raises(PrivilegeError):
+        maildir.deliver(str(closed / "M") + "/", b"x", ROOT, hostname="h")
+    box = maildir.deliver(str(closed / "Maildir") + "/", b"x", ROOT, hostname="h",
+                          own_mailbox=True)
+    assert os.stat(box).st_uid == 0 and os.stat(closed / "Maildir").st_uid == 0
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root: a Maildir owned by someone else")
+def test_own_maildir_owned_by_someone_else_is_refused(base: Path, who: Identity) -> None:
+    box = base / "shared" / "tester"
+    for sub in ("", "tmp", "new", "cur"):
+        (box / sub).mkdir(mode=0o777, exist_ok=True)
+        os.chmod(box / sub, 0o777)
+        os.chown(box / sub, 54321, 54321)
+    with pytest.raises(DeliveryError) as info:
+        maildir.deliver(str(box) + "/", b"secret\n", who, hostname="h", own_mailbox=True)
+    assert info.value.text == (f"maildir delivery failed: {box}/: owned by uid 54321, "
+                               "not by tester")
+    assert os.listdir(box / "new") == [] and os.listdir(box / "tmp") == []

@@ -9,6 +9,7 @@ import pytest
 from test_local_support import (  # noqa: F401  (the *_fixture names are fixtures)
     IS_ROOT,
     FakeUsers,
+    acting_uid,
     base_fixture,
     build_aliases,
     chown_to_actor,
@@ -26,6 +27,7 @@ from postpy.local.resolve import (
     Resolver,
     split_local,
 )
+from postpy.util.privs import Identity
 
 ALIASES = """\
 staff: alice, bob@remote.example, "|/usr/bin/logger staff"
@@ -332,3 +334,44 @@ def test_long_alias_chain_is_cut_as_a_loop(base: Path, users: FakeUsers) -> None
     short = "".join(f"b{i}: b{i + 1}\n" for i in range(10)) + "b10: alice\n"
     settings = make_settings(base, users, alias_maps=build_aliases(base, short, "short"))
     assert summary(plan_of(settings, "b0@test.example")) == [(MAILBOX, "alice")]
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o664, 0o646])
+def test_writable_include_is_refused(base: Path, users: FakeUsers, mode: int) -> None:
+    inc = write(base / "shared" / "members", 'alice, bob@remote.example\n"|true"\n', mode)
+    spec = build_aliases(base, f"members: :include:{inc}\n")
+    settings = make_settings(base, users, alias_maps=spec, allow_mail_to_commands="include")
+    warnings: list[str] = []
+    plan = plan_of(settings, "members@test.example", warnings=warnings)
+    assert summary(plan) == []
+    assert failures(plan) == [("members@test.example", "4.3.5", "mail system configuration "
+                               f"error: include file {inc} is writable by group or others")]
+    assert warnings == [f"include file {inc}: writable by group or others: refused"]
+
+
+# -- root ---------------------------------------------------------------------------
+
+def test_root_mailbox_is_written_as_root_the_rest_as_default_privs(base: Path,
+                                                                    users: FakeUsers) -> None:
+    home = base / "home" / "root"
+    home.mkdir()
+    users.users["root"] = Identity("root", 0, 0, str(home), "/bin/sh")
+    spec = build_aliases(base, 'cron: root, "|true"\n')
+    settings = make_settings(base, users, alias_maps=spec)
+    plan = plan_of(settings, "cron@test.example")
+    assert summary(plan) == [(MAILBOX, "root"), (COMMAND, "true")]
+    mailbox_privs, command_privs = (d.privs.uid for d in plan.destinations)
+    assert mailbox_privs == (0 if IS_ROOT else os.getuid())
+    assert command_privs == (acting_uid()[0] if IS_ROOT else os.getuid())
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root: a .forward owned by root")
+def test_root_forward_targets_run_as_default_privs(base: Path, users: FakeUsers) -> None:
+    home = base / "home" / "root"
+    home.mkdir()
+    users.users["root"] = Identity("root", 0, 0, str(home), "/bin/sh")
+    (home / ".forward").write_text('"|true"\n/var/tmp/x\n\\root\n')
+    plan = plan_of(make_settings(base, users), "root@test.example")
+    assert summary(plan) == [(COMMAND, "true"), (FILE, "/var/tmp/x"), (MAILBOX, "root")]
+    nobody = acting_uid()[0]
+    assert [d.privs.uid for d in plan.destinations] == [nobody, nobody, 0]
