@@ -5,14 +5,13 @@ warning: text``, also logged (Postfix's commands log their fatal errors
 too).  Logging is set up only when there is something to say, so a
 successful ``sendmail`` opens no log at all; when ``maillog_file`` is not
 writable by the user running the command (an ordinary user and a root-owned
-log), the line goes to syslog instead of complaining about the file.
+log), the line goes to syslog instead of complaining about the file
+(:func:`postpy.util.maillog.setup`, the same rule for every command).
 
 Imported by ``sendmail``: keep it cheap.
 """
 
 from __future__ import annotations
-
-import os
 
 from postpy.util import maillog
 
@@ -36,14 +35,7 @@ def _setup() -> None:
         maillog.setup(program, stderr=True)
         return
     try:
-        get = cfg.get  # type: ignore[attr-defined]
-        logfile = get("maillog_file")
-        if logfile and not (os.access(logfile, os.W_OK)
-                            or (not os.path.exists(logfile)
-                                and os.access(os.path.dirname(logfile) or ".", os.W_OK))):
-            logfile = ""
-        maillog.setup(program, syslog_name=get("syslog_name"), maillog_file=logfile,
-                      facility=get("syslog_facility"), hostname=get("myhostname"), stderr=True)
+        maillog.setup_from_config(program, cfg, stderr=True)
     except Exception:           # a broken main.cf must not hide the real error
         maillog.setup(program, stderr=True)
 

@@ -14,8 +14,12 @@ the defaults from :mod:`postpy.config.params`; it prints ``name = value``
 sorted by name, with the value as written (``$name`` left alone unless
 ``-x``).  ``-n`` shows only what main.cf sets, ``-d`` only the defaults (and
 does not read main.cf), ``-h`` values alone, ``-H`` names alone.  An unknown
-name is a warning; the exit status is 1 only when none of the names asked
-for was found.
+name is only a warning (``postconf: warning: name: unknown parameter``, exit
+status 0), as is a ``-M`` request that matches no service (``unmatched
+request``).  ``-M`` prints Postfix's columns: the service name padded to 10
+characters, the type to 5, the next five fields to 7, each followed by a
+space; a field that overflows pushes the rest right, which catch up with
+their column as soon as they can.
 
 Editing is textual, so comments, blank lines and the order of other
 settings survive: a setting being changed is replaced where it first
@@ -166,8 +170,6 @@ def show(opts: Options, out: list[str], warn: list[str]) -> int:
                 names.append(name)
             else:
                 warn.append(f"{name}: unknown parameter")
-        if not names:
-            return 1
     else:
         names = sorted(cfg.explicit if opts.explicit else known)
     for name in names:
@@ -178,8 +180,23 @@ def show(opts: Options, out: list[str], warn: list[str]) -> int:
     return 0
 
 
+MASTER_COLUMNS = (10, 5, 7, 7, 7, 7, 7)     # widths of the fields before the command
+
+
+def master_line(fields: list[str]) -> str:
+    """One master.cf service in Postfix's ``postconf -M`` columns (see above)."""
+    line, column = "", 0
+    for i, text in enumerate(fields):
+        if i:
+            line += " " * max(1, column - len(line))
+        line += text
+        if i < len(MASTER_COLUMNS):
+            column += MASTER_COLUMNS[i] + 1
+    return line
+
+
 def show_master(opts: Options, out: list[str], warn: list[str]) -> int:
-    """master.cf services, one per line, fields joined by single spaces."""
+    """master.cf services, one per line, in Postfix's columns."""
     directory = config_dir_from(opts.config_dir)
     path = os.path.join(directory, "master.cf")
     text = _read(path)
@@ -194,11 +211,11 @@ def show_master(opts: Options, out: list[str], warn: list[str]) -> int:
         for i in hits:
             matched[i] = True
         if not wanted or hits:
-            out.append(" ".join(fields))
+            out.append(master_line(fields))
     for arg, found in zip(opts.args, matched, strict=True):
         if not found:
-            warn.append(f"{arg}: unknown service")
-    return 0 if not wanted or any(matched) else 1
+            warn.append(f'unmatched request: "{arg}"')
+    return 0
 
 
 # -- editing ------------------------------------------------------------------

@@ -180,7 +180,7 @@ def _query(flavor: Flavor, opts: Options, default_type: str) -> int:
     found = False
     try:
         for key in keys:
-            value = maps.lookup_in_maps(specs, key, fold=opts.fold)
+            value = maps.lookup_in_maps(specs, key, fold=opts.fold, warn=False)
             if value is None:
                 continue
             found = True
@@ -197,7 +197,7 @@ def _query(flavor: Flavor, opts: Options, default_type: str) -> int:
 def _dump(flavor: Flavor, opts: Options, default_type: str) -> int:
     for arg in opts.files:
         try:
-            entries = maps.open_table(_full_spec(arg, default_type), fold=opts.fold).items()
+            entries = maps.open_table(_full_spec(arg, default_type), fold=opts.fold, warn=False).items()
         except maps.TableError as exc:
             raise Fatal(str(exc), EX_UNAVAILABLE) from None
         for key, value in entries:

@@ -8,8 +8,13 @@ Rules, first match wins:
    the one rule 2-4 would choose, an empty nexthop the recipient's domain.
    ``error:text`` bounces with text (``X.Y.Z text`` sets the status),
    ``retry:text`` defers.
-2. A domain in ``mydestination`` (or no domain at all) goes to
-   ``local_transport`` (``local``), next hop the domain.
+2. A local domain goes to ``local_transport`` (``local``), next hop the
+   domain.  Local means (:func:`is_local_destination`, the one definition
+   smtpd's RCPT check uses too): no domain at all, a domain in
+   ``mydestination``, or an address literal ``[ip]`` naming one of this
+   host's addresses (``inet_interfaces`` and ``proxy_interfaces``, see
+   :func:`postpy.smtp.localaddrs.receiving_addresses`).  Another address
+   literal is not local: it goes to ``smtp:[ip]``.
 3. With ``relayhost`` set, other mail goes to ``default_transport`` with
    the relayhost as next hop.
 4. Otherwise ``default_transport`` (``smtp``) with the domain as next hop.
@@ -21,9 +26,12 @@ never disagrees with what qmgr does.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from postpy.config.maincf import Config
+from postpy.mail.address import domain_literal_address
+from postpy.smtp.localaddrs import IPAddress, receiving_addresses
 
 _DSN = re.compile(r"^([245])\.\d{1,3}\.\d{1,3}\s+")
 
@@ -55,11 +63,31 @@ def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower() if "@" in address else ""
 
 
-def is_local_domain(cfg: Config, domain: str) -> bool:
+def is_local_destination(domain: str, mydestination: Collection[str],
+                         own_addresses: Collection[IPAddress]) -> bool:
+    """Is mail for ``domain`` delivered on this host?  ``mydestination``
+    holds lower-case names without a trailing dot; ``own_addresses`` is
+    :func:`postpy.smtp.localaddrs.receiving_addresses`."""
     if not domain:
         return True
-    destinations = {d.lower().rstrip(".") for d in cfg.get_list("mydestination")}
-    return domain.lower().rstrip(".") in destinations
+    if domain.startswith("["):
+        literal = domain_literal_address(domain)
+        return literal is not None and literal in own_addresses
+    return domain.lower().rstrip(".") in mydestination
+
+
+def local_destinations(cfg: Config) -> frozenset[str]:
+    """``mydestination`` as :func:`is_local_destination` wants it."""
+    return frozenset(d.lower().rstrip(".") for d in cfg.get_list("mydestination"))
+
+
+def own_addresses(cfg: Config) -> frozenset[IPAddress]:
+    """This host's addresses for ``user@[ip]``."""
+    return receiving_addresses(cfg.get_list("inet_interfaces"), cfg.get_list("proxy_interfaces"))
+
+
+def is_local_domain(cfg: Config, domain: str) -> bool:
+    return is_local_destination(domain, local_destinations(cfg), own_addresses(cfg))
 
 
 def _transport_keys(cfg: Config, address: str) -> list[str]:

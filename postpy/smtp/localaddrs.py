@@ -1,4 +1,5 @@
-"""This host's own addresses, for the smtp client's mail-loop check.
+"""This host's own addresses: the smtp client's mail-loop check, and which
+address literals (``user@[ip]``) are local.
 
 An MX host whose address is one this system receives mail on means the
 mail would come straight back (Postfix's "mail for X loops back to
@@ -8,12 +9,18 @@ address on every interface (getifaddrs(3) through ctypes; the stdlib has no
 wrapper).  Host names in ``inet_interfaces`` are resolved once, at start.
 
 Computed before the chroot and privilege drop, then kept.
+
+:func:`receiving_addresses` adds ``proxy_interfaces`` (addresses that reach
+this host through a proxy or NAT) and remembers its answer for the life of
+the process; it is the one definition of "an address of ours" that smtpd's
+RCPT check and qmgr's routing (:mod:`postpy.qmgr.resolve`) share.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import ipaddress
 import socket
 
@@ -84,3 +91,13 @@ def own_addresses(inet_interfaces: list[str]) -> set[IPAddress]:
                     continue
                 result |= {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
     return result
+
+
+@functools.lru_cache(maxsize=8)
+def _receiving(words: tuple[str, ...]) -> frozenset[IPAddress]:
+    return frozenset(own_addresses(list(words)))
+
+
+def receiving_addresses(inet_interfaces: list[str], proxy_interfaces: list[str]) -> frozenset[IPAddress]:
+    """Every address mail for this host arrives on (computed once per process)."""
+    return _receiving(tuple(inet_interfaces) + tuple(proxy_interfaces))

@@ -37,10 +37,11 @@ from postpy.smtpd import replies
 from postpy.smtpd.replies import Reply
 
 ENVID_MAX = 100
-_KEYWORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+# \Z, not $: "$" also matches before a final line end ("SIZE\n" is no keyword).
+_KEYWORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*\Z")
 _VALUE_FORBIDDEN = re.compile(r"[\x00-\x20=\x7f]")
-_XTEXT = re.compile(r"^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*$")
-_ADDR_TYPE = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+$")
+_XTEXT = re.compile(r"^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*\Z")
+_ADDR_TYPE = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+\Z")
 NOTIFY_WORDS = ("SUCCESS", "FAILURE", "DELAY")
 
 
@@ -102,6 +103,13 @@ def _split_path(rest: str) -> tuple[str, str]:
     raise ValueError("unterminated path")
 
 
+def _printable(text: str) -> str:
+    """Client text fit to echo in a reply: a control character, or a byte that
+    was not UTF-8, becomes "?" (a bare CR or LF would end the reply line)."""
+    return "".join(ch if ch.isprintable() and not 0xD800 <= ord(ch) <= 0xDFFF else "?"
+                   for ch in text)
+
+
 def parse_params(text: str) -> dict[str, str | None]:
     """ESMTP parameters separated by spaces; raises CommandError."""
     params: dict[str, str | None] = {}
@@ -110,7 +118,7 @@ def parse_params(text: str) -> dict[str, str | None]:
             continue
         keyword, eq, value = word.partition("=")
         if not _KEYWORD.match(keyword) or (eq and (not value or _VALUE_FORBIDDEN.search(value))):
-            raise CommandError(replies.bad_parameter(f"Bad parameter syntax: {word}"))
+            raise CommandError(replies.bad_parameter(f"Bad parameter syntax: {_printable(word)}"))
         keyword = keyword.upper()
         if keyword in params:
             raise CommandError(replies.bad_parameter(f"Duplicate parameter: {keyword}"))

@@ -6,7 +6,7 @@ in order: no transaction open (503), STARTTLS done when
 (501/555, see :mod:`postpy.smtpd.commands`), a non-ASCII address only with
 SMTPUTF8 (553, RFC 6531 section 3.4), ``SIZE`` within
 ``message_size_limit`` (552, RFC 1870), and enough free space in the queue
-file system for ``queue_minfree`` plus the declared size (452).
+file system (452 4.3.1, :func:`storage_refused`: Postfix's rule).
 
 RCPT (section 4.1.1.3) adds one recipient after: a transaction open (503),
 syntax and DSN parameters, SMTPUTF8, ``smtpd_recipient_limit`` (452), then
@@ -30,13 +30,26 @@ if TYPE_CHECKING:
     from postpy.smtpd.session import Session
 
 
-def enough_space(path: str, minfree: int, size: int) -> bool:
-    """Is there room for a message of ``size`` bytes and ``queue_minfree`` more?"""
+def storage_refused(free: int, minfree: int, size_limit: int, size: int) -> bool:
+    """Refuse MAIL for want of queue space (all in bytes), as Postfix does:
+    when ``free`` is at most ``queue_minfree``; below 1.5 times
+    ``message_size_limit`` (0: no limit), so that the largest message fits
+    with room to spare; and, for a declared ``SIZE``, when the message would
+    eat into ``queue_minfree`` or take half of what is free."""
+    if free <= minfree:
+        return True
+    if size_limit > 0 and 2 * free < 3 * size_limit:
+        return True
+    return size > 0 and (size > free - minfree or 2 * size >= free)
+
+
+def enough_space(path: str, minfree: int, size_limit: int, size: int) -> bool:
+    """Is the queue file system at ``path`` roomy enough (:func:`storage_refused`)?"""
     try:
         st = os.statvfs(path)
     except OSError:
         return True     # cannot tell: let cleanup find out
-    return st.f_bavail * st.f_frsize >= minfree + size
+    return not storage_refused(st.f_bavail * st.f_frsize, minfree, size_limit, size)
 
 
 async def mail_cmd(s: Session, arg: str) -> Reply:
@@ -57,7 +70,7 @@ async def mail_cmd(s: Session, arg: str) -> Reply:
     if params.size is not None and limit and params.size > limit:
         s.log_reject("MAIL", replies.TOO_BIG)
         return replies.TOO_BIG
-    if not enough_space(s.settings.queue_path, s.settings.queue_minfree, params.size or 0):
+    if not enough_space(s.settings.queue_path, s.settings.queue_minfree, limit, params.size or 0):
         s.log_reject("MAIL", replies.NO_STORAGE)
         return replies.NO_STORAGE
     s.txn = Transaction(sender=path.address, mail=params)

@@ -31,9 +31,11 @@ with ``%``, ``!`` or ``@`` as a relay attempt when ``allow_untrusted_routing
 = no`` (the default), whatever the domain: such mail is refused with
 ``554 5.7.1 Relay access denied`` unless the client is trusted.
 
-A domain is local when it is in ``mydestination`` (case-insensitive), when
-it has no domain at all (``postmaster``), or when it is the address literal
-of the address the client connected to.  It is relayable when it is in
+A domain is local when qmgr would deliver it here: the one definition is
+:func:`postpy.qmgr.resolve.is_local_destination` (``mydestination``, no
+domain at all, or the address literal of one of this host's addresses in
+``inet_interfaces``/``proxy_interfaces``), so a recipient accepted as local
+is never routed to the smtp client.  It is relayable when it is in
 ``relay_domains``, or a subdomain of an entry there.
 """
 
@@ -42,7 +44,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from postpy.mail.address import domain_literal_address, has_routing, split_address, unquote_local
+from postpy.mail.address import has_routing, split_address, unquote_local
+from postpy.qmgr.resolve import is_local_destination
 from postpy.sasl import senderlogin
 from postpy.sasl.senderlogin import SenderLogin
 from postpy.smtpd import replies
@@ -141,6 +144,7 @@ class RelayPolicy:
     reject_unlisted: bool = True        # smtpd_reject_unlisted_recipient
     sender_restrictions: list[str] = field(default_factory=list)
     sender_login: SenderLogin = field(default_factory=lambda: SenderLogin(maps=[]))
+    own_addresses: frozenset[IPAddress] = frozenset()   # local address literals
 
     def check_config(self) -> list[str]:
         """Raise RelayConfigError for an open relay; return warnings."""
@@ -157,13 +161,8 @@ class RelayPolicy:
         return warnings
 
     # -- domains ------------------------------------------------------------
-    def is_local_domain(self, domain: str, server_addr: str = "") -> bool:
-        if not domain:
-            return True
-        if domain.startswith("["):
-            literal = domain_literal_address(domain)
-            return literal is not None and server_addr != "" and literal == parse_ip(server_addr)
-        return domain.lower().rstrip(".") in self.mydestination
+    def is_local_domain(self, domain: str) -> bool:
+        return is_local_destination(domain, self.mydestination, self.own_addresses)
 
     def is_relay_domain(self, domain: str) -> bool:
         domain = domain.lower()
@@ -176,7 +175,7 @@ class RelayPolicy:
     # -- restrictions ---------------------------------------------------------
     def _unauth_destination(self, rcpt: Recipient, code: int) -> Reply | None:
         routed = has_routing(rcpt.local) and not self.allow_untrusted_routing
-        if (self.is_local_domain(rcpt.domain, rcpt.server_addr)
+        if (self.is_local_domain(rcpt.domain)
                 or self.is_relay_domain(rcpt.domain)) and not routed:
             return None
         if code == 450:
@@ -226,7 +225,7 @@ class RelayPolicy:
     # -- local recipients -----------------------------------------------------
     def unlisted(self, rcpt: Recipient) -> Reply | None:
         """550 5.1.1 for an unknown recipient in a local domain."""
-        if not self.is_local_domain(rcpt.domain, rcpt.server_addr):
+        if not self.is_local_domain(rcpt.domain):
             return None
         try:
             known = self.known_local(rcpt.local, rcpt.domain)

@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from postpy.config.maincf import Config, ConfigError
+from postpy.qmgr.resolve import own_addresses
 from postpy.sasl.backend import BackendConfigError
 from postpy.sasl.senderlogin import SenderLogin
 from postpy.sasl.server import SaslServer
@@ -64,6 +65,7 @@ class Settings:
     rewrite_all: bool = False           # local_header_rewrite_clients = static:all
     rewrite_mynetworks: bool = True     # ... = permit_mynetworks
     queue_minfree: int = 0
+    content_filter: str = ""            # transport:nexthop recorded with each message
     queue_path: str = "."               # statvfs target: the queue file system
     cleanup_path: str = "private/cleanup"
     ipc_timeout: float = 3600.0
@@ -104,6 +106,7 @@ class Settings:
             recipient_delimiter=cfg.get("recipient_delimiter"),
             allow_untrusted_routing=cfg.get_bool("allow_untrusted_routing"),
             reject_unlisted=cfg.get_bool("smtpd_reject_unlisted_recipient"),
+            own_addresses=own_addresses(cfg),
         )
         warnings.extend(relay.check_config())
         bare = cfg.get("smtpd_forbid_bare_newline").strip().lower()
@@ -162,6 +165,7 @@ class Settings:
             rewrite_all="static:all" in rewrite or cfg.get_bool("always_add_missing_headers"),
             rewrite_mynetworks="permit_mynetworks" in rewrite,
             queue_minfree=cfg.get_size("queue_minfree"),
+            content_filter=cfg.get("content_filter").strip(),
             ipc_timeout=cfg.get_time("ipc_timeout"),
             ipc_max_frame=cfg.get_size("ipc_max_frame"),
             warnings=warnings,

@@ -28,7 +28,11 @@ Supported types:
 Keys are folded to lower case before lookup unless ``fold=False`` (postmap
 and postalias ``-f``).  Errors raise :class:`TableError` with text that names
 the table; a table that failed to open is not cached, so the next call tries
-again.
+again.  Each failed open is also logged as Postfix's daemons do
+(``warning: lmdb:/etc/postpy/aliases is unavailable. open database
+/etc/postpy/aliases.lmdb: No such file or directory``), so a temporary
+lookup failure always has its cause in the log; postmap and postalias pass
+``warn=False`` and report the error themselves.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from postpy.tables.lmdb_table import LmdbTable, TableError
 from postpy.util import maillog
 
 __all__ = ["Table", "TableError", "open_table", "lookup_in_maps", "split_spec", "clear_cache",
-           "LMDB_ALIASES"]
+           "unavailable", "LMDB_ALIASES"]
 
 LMDB_ALIASES = ("lmdb", "hash", "btree")
 _TYPE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -191,20 +195,31 @@ def _open(spec: str, fold: bool) -> Table:
     raise TableError(f"unsupported dictionary type: {kind} (in {spec})")
 
 
-def open_table(spec: str, *, fold: bool = True) -> Table:
-    """The table for a ``type:name`` spec, opened once per process."""
+def open_table(spec: str, *, fold: bool = True, warn: bool = True) -> Table:
+    """The table for a ``type:name`` spec, opened once per process; with
+    ``warn``, a table that cannot be opened is also named in the log."""
     spec = spec.strip()
     table = _cache.get((spec, fold))
     if table is None:
-        table = _open(spec, fold)
+        try:
+            table = _open(spec, fold)
+        except TableError as exc:
+            if warn:
+                maillog.warning(unavailable(spec, exc))
+            raise
         _cache[(spec, fold)] = table
     return table
 
 
-def lookup_in_maps(specs: list[str], key: str, *, fold: bool = True) -> str | None:
+def unavailable(spec: str, exc: TableError) -> str:
+    """Why a table is not there, in Postfix's words."""
+    return f"{spec} is unavailable. {exc}"
+
+
+def lookup_in_maps(specs: list[str], key: str, *, fold: bool = True, warn: bool = True) -> str | None:
     """The value from the first table (in order) that has ``key``."""
     for spec in specs:
-        value = open_table(spec, fold=fold).lookup(key)
+        value = open_table(spec, fold=fold, warn=warn).lookup(key)
         if value is not None:
             return value
     return None

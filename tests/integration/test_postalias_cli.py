@@ -290,3 +290,28 @@ def test_postmap_delete_and_incremental(tree: Path) -> None:
     assert postmap(tree, "-i", str(src), stdin="c DUNNO\n").returncode == 0
     assert postmap(tree, "-d", "a", str(src)).returncode == 0
     assert postmap(tree, "-s", str(src)).stdout == "b\tREJECT\nc\tDUNNO\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run newaliases as an ordinary user")
+def test_newaliases_by_an_ordinary_user_says_nothing_about_the_maillog(shared_dir: Path) -> None:
+    """The user may rebuild their alias table but not write the root-owned maillog:
+    no warning about the log (it goes to syslog), as Postfix's commands do."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    work = shared_dir / "tree"
+    work.mkdir()
+    os.chown(work, nobody.pw_uid, nobody.pw_gid)
+    log = work / "maillog"
+    log.write_text("")
+    os.chmod(log, 0o644)                         # root's, read-only for the user
+    (work / "main.cf").write_text(f"maillog_file = {log}\nalias_database = lmdb:{work}/aliases\n")
+    shutil.copy(DATA / "basic.aliases", work / "aliases")
+    os.chown(work / "aliases", nobody.pw_uid, nobody.pw_gid)
+    env = dict(os.environ, MAIL_CONFIG=str(work))
+    res = subprocess.run([str(BIN / "newaliases"), "-v"], capture_output=True, text=True, timeout=60,
+                         env=env, user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[])
+    assert res.returncode == 0, res.stderr
+    assert "maillog" not in res.stderr and "warning: open" not in res.stderr, res.stderr
+    assert (work / "aliases.lmdb").exists()
+    assert log.read_text() == ""

@@ -282,7 +282,7 @@ def test_limits(mta_factory: Any) -> None:
 
 def test_timeout_and_queue_minfree(mta_factory: Any) -> None:
     mta = mta_factory(master_cf=MASTER_CF, **PARAMS, smtpd_timeout="1",
-                      queue_minfree=str(1 << 60))
+                      queue_minfree=str(10**17))
     c = Raw(mta.port)
     c.start()
     assert c.cmd("MAIL FROM:<a@example.org>") == "452 4.3.1 Insufficient system storage"
@@ -359,3 +359,66 @@ def test_unknown_user_with_default_local_recipient_maps(mta_factory: Any, tmp_pa
     assert c.cmd("RCPT TO:<no-such-user-xyz@test.example>") == (
         "550 5.1.1 <no-such-user-xyz@test.example>: Recipient address rejected: User unknown in "
         "local recipient table")
+
+
+def test_queue_space_below_one_and_a_half_message_size_limit(mta_factory: Any) -> None:
+    """MAIL is refused when the queue file system cannot hold 1.5 x message_size_limit,
+    with queue_minfree unset; the log names the refusal."""
+    mta = mta_factory(master_cf=MASTER_CF, start=False, **PARAMS)
+    st = os.statvfs(mta.base)
+    limit = st.f_bavail * st.f_frsize            # 1.5 x this is more than is free
+    mta.write_main_cf({**mta.params, "message_size_limit": str(limit)})
+    mta.start()
+    c = Raw(mta.port)
+    c.start()
+    assert c.cmd("MAIL FROM:<a@example.org>") == "452 4.3.1 Insufficient system storage"
+    mta.wait_log(r"NOQUEUE: reject: MAIL from localhost\[127\.0\.0\.1\]: 452 4\.3\.1 "
+                 r"Insufficient system storage")
+    assert c.cmd("QUIT") == "221 2.0.0 Bye"
+
+
+def test_address_literal_of_our_address_is_local(mta_factory: Any) -> None:
+    """user@[127.0.0.1] on a system receiving on 127.0.0.1: accepted at RCPT from an
+    outside client and delivered by local, not relayed to ourselves; user@[127.0.0.2]
+    is someone else's and refused for relay."""
+    mta = mta_factory(start=False, mynetworks="127.0.0.2/32")   # the client 127.0.0.1 is outside
+    target = mta.base / "mail" / "literal.out"
+    mta.write_aliases(f"postmaster: root\nlit: {target}\n")
+    mta.start()
+    with smtplib.SMTP("127.0.0.1", mta.port, timeout=30) as s:
+        s.ehlo("client.example")
+        assert s.mail("s@remote.example")[0] == 250
+        assert s.rcpt("lit@[127.0.0.1]")[0] == 250
+        code, text = s.rcpt("lit@[127.0.0.2]")
+        assert (code, text) == (554, b"5.7.1 <lit@[127.0.0.2]>: Relay access denied")
+        assert s.data(b"Subject: literal\r\n\r\nto our own address\r\n")[0] == 250
+    wait_for(lambda: target.exists() and b"to our own address" in target.read_bytes(), 20,
+             "delivery to the alias file")
+    mta.wait_log(r"to=<lit@\[127\.0\.0\.1\]>.*relay=local.*status=sent")
+    assert "relay=smtp" not in mta.log() and "loops back to myself" not in mta.log()
+    verified = mta.run("sendmail", "-bv", "lit@[127.0.0.1]", "x@[127.0.0.2]")
+    lines = verified.stdout.splitlines()
+    assert lines[0].startswith("lit@[127.0.0.1]... deliverable via local"), verified
+    assert lines[1] == "x@[127.0.0.2]... deliverable via smtp to [127.0.0.2]", verified
+
+
+def test_missing_alias_table_is_named_in_the_log_and_by_check(mta_factory: Any) -> None:
+    """alias_maps without its .lmdb: RCPT is a temporary failure, and both the log and
+    `postpy check` say which table is missing and why."""
+    params = {k: v for k, v in PARAMS.items() if k != "local_recipient_maps"}
+    mta = mta_factory(master_cf=MASTER_CF, start=False, **params)
+    (mta.config_dir / "aliases.lmdb").unlink()
+    spec = f"lmdb:{mta.config_dir}/aliases"
+    why = (f"{spec} is unavailable. open database {mta.config_dir}/aliases.lmdb: "
+           "No such file or directory")
+    checked = mta.run("postpy", "check")
+    assert checked.returncode == 0, checked.stderr
+    assert f"postpy/postpy-script: warning: alias_database: {why}\n" in checked.stderr
+    mta.start()
+    c = Raw(mta.port)
+    c.start()
+    assert c.cmd("MAIL FROM:<a@example.org>") == "250 2.1.0 Ok"
+    assert c.cmd("RCPT TO:<root@test.example>") == (
+        "451 4.3.0 <root@test.example>: Temporary lookup failure")
+    mta.wait_log(rf"postpy/smtpd\[\d+\]: warning: {re.escape(why)}\n")
+    assert c.cmd("QUIT") == "221 2.0.0 Bye"

@@ -83,7 +83,7 @@ def test_one_event_one_line(tmp_path: Path) -> None:
     got = lines(log)
     assert len(got) == 2
     assert got[0].endswith(": first second  third")
-    assert got[1].endswith(": caf\u00e9 \\udcff")
+    assert got[1].endswith(": caf\u00e9 ?")
 
 
 def test_appends_to_existing_file(tmp_path: Path) -> None:
@@ -158,3 +158,32 @@ def test_lines_from_many_processes_never_interleave(tmp_path: Path) -> None:
     assert len(got) == 800
     for line in got:
         assert re.fullmatch(rf"{STAMP} h postpy/smtpd\[\d+\]: child \d line \d+ x{{300}}", line), line
+
+
+def test_bytes_that_were_not_utf8_become_question_marks(tmp_path: Path) -> None:
+    """A client's non-UTF-8 bytes (surrogate escapes after decoding) are logged as
+    "?", as Postfix does, not as backslash escapes; valid UTF-8 is kept."""
+    log = tmp_path / "maillog"
+    maillog.setup("smtpd", maillog_file=str(log), hostname="h")
+    helo = b"\xf7\xfe caf\xc3\xa9\x1b[31m".decode("utf-8", "surrogateescape")
+    maillog.info(f"connect helo=<{helo}>")
+    (line,) = lines(log)
+    assert line.endswith(": connect helo=<?? caf\u00e9?[31m>"), line
+    assert "\\udc" not in line
+
+
+def test_command_that_may_not_write_the_log_falls_back_quietly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    real_open = os.open
+
+    def denied(path: str, *args: object) -> int:
+        if path == str(tmp_path / "maillog"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(maillog.os, "open", denied)
+    maillog.setup("newaliases", maillog_file=str(tmp_path / "maillog"), stderr=True)
+    assert capsys.readouterr().err == ""       # a command: syslog instead, without a word
+    assert maillog._state["syslog"]
+    maillog.setup("smtpd", maillog_file=str(tmp_path / "maillog"))
+    assert capsys.readouterr().err == f"postpy/smtpd: warning: open {tmp_path}/maillog: Permission denied\n"

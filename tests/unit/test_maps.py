@@ -221,3 +221,55 @@ def test_lookup_in_maps_first_hit(tmp_path: Path) -> None:
     assert maps.lookup_in_maps(specs, "zed") == "fallback"
     assert maps.lookup_in_maps(specs[:2], "zed") is None
     assert maps.lookup_in_maps([], "root") is None
+
+
+# --- a table that cannot be opened is named in the log (and by postpy check) ----
+
+def test_missing_table_is_named_in_the_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = f"lmdb:{tmp_path}/aliases"
+    for _ in range(2):                       # every failed attempt says why
+        with pytest.raises(maps.TableError):
+            maps.lookup_in_maps(["inline:{a=b}", spec], "root")
+    expected = (f"warning: {spec} is unavailable. open database {tmp_path}/aliases.lmdb: "
+                f"No such file or directory")
+    log = (tmp_path / "maillog").read_text().splitlines()
+    assert [line.split(": ", 1)[1] for line in log] == [expected, expected]
+    build(f"{tmp_path}/aliases.lmdb", [("root", "admin")])
+    assert maps.lookup_in_maps([spec], "root") == "admin"
+    assert len((tmp_path / "maillog").read_text().splitlines()) == 2
+    capsys.readouterr()
+
+
+def test_no_warning_when_asked(tmp_path: Path) -> None:
+    with pytest.raises(maps.TableError, match="No such file"):
+        maps.open_table(f"texthash:{tmp_path}/none", warn=False)
+    assert not (tmp_path / "maillog").exists() or (tmp_path / "maillog").read_text() == ""
+
+
+def test_check_names_every_unavailable_table(tmp_path: Path) -> None:
+    from postpy.config.maincf import Config
+    from postpy.tables.check import unavailable_tables
+
+    build(f"{tmp_path}/good.lmdb", [("a", "b")])
+    cfg = Config(str(tmp_path), {
+        "alias_maps": f"lmdb:{tmp_path}/aliases, lmdb:{tmp_path}/good",
+        "alias_database": f"lmdb:{tmp_path}/aliases",
+        "transport_maps": f"texthash:{tmp_path}/transport",
+        "smtpd_sender_login_maps": "mysql:/etc/x.cf",
+        "virtual_alias_maps": f"hash:{tmp_path}/virtual",
+    })
+    assert unavailable_tables(cfg) == [
+        f"alias_database: lmdb:{tmp_path}/aliases is unavailable. open database "
+        f"{tmp_path}/aliases.lmdb: No such file or directory",
+        "smtpd_sender_login_maps: mysql:/etc/x.cf is unavailable. unsupported dictionary type: "
+        "mysql (in mysql:/etc/x.cf)",
+        f"transport_maps: texthash:{tmp_path}/transport is unavailable. open {tmp_path}/transport: "
+        "No such file or directory",
+        f"virtual_alias_maps: hash:{tmp_path}/virtual is unavailable. open database "
+        f"{tmp_path}/virtual.lmdb: No such file or directory",
+    ]
+    build(f"{tmp_path}/aliases.lmdb", [])
+    (tmp_path / "transport").write_text("")
+    cfg.explicit.pop("smtpd_sender_login_maps")
+    cfg.explicit.pop("virtual_alias_maps")
+    assert unavailable_tables(cfg) == []

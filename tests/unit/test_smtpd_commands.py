@@ -197,3 +197,24 @@ def test_parse_bdat_bad(arg: str) -> None:
     with pytest.raises(CommandError) as info:
         parse_bdat(arg)
     assert str(info.value.reply) == "501 5.5.4 Syntax: BDAT count [LAST]"
+
+
+def test_bad_parameter_is_echoed_without_control_characters() -> None:
+    """A bare CR (or a byte that was not UTF-8) in a parameter must not reach
+    the reply line: it would end it early or send raw bytes back."""
+    from postpy.smtpd.commands import CommandError, decode_line, parse_params
+
+    with pytest.raises(CommandError) as info:
+        parse_params(decode_line(b"SIZE=1 X\rY\xff=\x01"))
+    assert str(info.value.reply) == "501 5.5.4 Bad parameter syntax: X?Y?=?"
+
+
+@pytest.mark.parametrize("word", ["SIZE\n", "SMTPUTF8\n", "X\n"])
+def test_a_final_line_end_is_not_part_of_a_keyword_or_xtext(word: str) -> None:
+    from postpy.smtpd.commands import CommandError, parse_params, xtext_decode
+
+    with pytest.raises(CommandError) as info:
+        parse_params(word)
+    assert "\n" not in str(info.value.reply)
+    with pytest.raises(ValueError):
+        xtext_decode("abc\n")

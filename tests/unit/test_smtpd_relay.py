@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,7 @@ def policy(**kw: object) -> RelayPolicy:
         "recipient_restrictions": [],
         "local_recipient_maps": ["inline:{alice=x, bob=x, postmaster=x}"],
         "recipient_delimiter": "+",
+        "own_addresses": frozenset({ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")}),
     }
     base.update(kw)
     return RelayPolicy(**base)  # type: ignore[arg-type]
@@ -93,8 +95,32 @@ CHECKS = [
     ('"alice@elsewhere.example"@test.example', True, UNKNOWN),
     # address literals: ours is local, others are not
     ("alice@[127.0.0.1]", False, None),
+    ("alice@[IPv6:::1]", False, None),
+    ("nobody@[127.0.0.1]", False, UNKNOWN),
     ("alice@[192.0.2.1]", False, RELAY_DENIED),
+    ("alice@[127.0.0.2]", False, RELAY_DENIED),
+    ("alice@[127.0.0.2]", True, None),
 ]
+
+
+@pytest.mark.parametrize(("domain", "local"), [
+    ("", True), ("test.example", True), ("TEST.example.", True), ("other.example", False),
+    ("[127.0.0.1]", True), ("[IPv6:::1]", True), ("[127.0.0.2]", False), ("[10.0.0.1]", True),
+    ("[bad]", False),
+])
+def test_smtpd_and_qmgr_agree_on_local(tmp_path: Path, domain: str, local: bool) -> None:
+    """One definition: what smtpd accepts as local, qmgr routes to local."""
+    from postpy.qmgr.resolve import is_local_domain, resolve
+
+    cfg = Config(str(tmp_path), {"mydestination": "test.example, localhost",
+                                 "inet_interfaces": "127.0.0.1, ::1", "proxy_interfaces": "10.0.0.1"})
+    settings = Settings.from_config(cfg)
+    assert settings.relay.is_local_domain(domain) == local
+    assert is_local_domain(cfg, domain) == local
+    route = resolve(cfg, f"alice@{domain}" if domain else "alice")
+    assert route.transport == ("local" if local else "smtp")
+    if not local:
+        assert route.nexthop == domain.lower() or route.nexthop == domain
 
 
 @pytest.mark.parametrize(("written", "trusted", "code"), CHECKS)
