@@ -77,17 +77,18 @@ import os
 import sys
 os.environ.setdefault("MAIL_CONFIG", {sysconfdir!r})
 sys.path.insert(0, {lib!r})
+from postpy.util.stdfds import ensure_std_fds
+ensure_std_fds()
 from {module} import {func}
 sys.exit({func}())
 """
 
+# The checkout's launcher (libexec/<daemon>) after its first line is {body}.
 DAEMON = """#!{python} -sP
 # postpy daemon launcher, {marker}; started by master
 import sys
 sys.path.insert(0, {lib!r})
-from postpy.{program}.service import main
-main()
-"""
+{body}"""
 
 MAIN_CF = """\
 # postpy main.cf, {marker}; later installs keep this file.
@@ -185,6 +186,11 @@ def put_back(kind: str, path: str, aside: str) -> None:
         os.rename(aside, path)
 
 
+def defaults_file(initdir: str) -> str:
+    """The init script's settings file: default/postpy beside its init.d directory."""
+    return os.path.join(os.path.dirname(initdir) or "/", "default", "postpy")
+
+
 class Installer:
     def __init__(self, args: argparse.Namespace) -> None:
         self.destdir = args.destdir or ""
@@ -192,6 +198,7 @@ class Installer:
         self.sysconfdir = args.sysconfdir
         self.spooldir = args.spooldir
         self.initdir = args.initdir
+        self.defaults = defaults_file(self.initdir)
         self.unitdir = args.unitdir
         self.aliases = args.aliases
         self.python = args.python
@@ -254,7 +261,8 @@ class Installer:
         return (text.replace("@SBINDIR@", f"{self.prefix}/sbin")
                     .replace("@SYSCONFDIR@", self.sysconfdir)
                     .replace("@SPOOLDIR@", self.spooldir)
-                    .replace("@DOCDIR@", self.docdir))
+                    .replace("@DOCDIR@", self.docdir)
+                    .replace("@DEFAULTS@", self.defaults))
 
     def run(self) -> None:
         self.install_library()
@@ -270,9 +278,10 @@ class Installer:
                 self.link(f"{self.prefix}/bin/{name}", f"../sbin/{name}")
         postfix, postpy = POSTFIX_COMMAND
         self.link(f"{self.prefix}/sbin/{postfix}", postpy)
-        for daemon in sorted(p.name for p in (ROOT / "libexec").iterdir() if p.is_file()):
-            self.write(f"{self.prefix}/libexec/postpy/{daemon}", DAEMON.format(
-                python=self.python, marker=MARKER, lib=self.lib, program=daemon), 0o755)
+        for launcher in sorted(p for p in (ROOT / "libexec").iterdir() if p.is_file()):
+            body = launcher.read_text().partition("\n")[2]
+            self.write(f"{self.prefix}/libexec/postpy/{launcher.name}", DAEMON.format(
+                python=self.python, marker=MARKER, lib=self.lib, body=body), 0o755)
         if self.prefix == "/usr":
             self.link("/usr/lib/sendmail", "../sbin/sendmail")
         self.write(f"{self.docdir}/README.md", (ROOT / "README.md").read_text(), 0o644)

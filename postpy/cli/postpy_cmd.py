@@ -6,8 +6,9 @@
   daemon (python-daemon) and waits until it holds its pid file lock.
 - ``start-fg`` runs master in the foreground (systemd ``Type=simple``,
   containers, and ``make run``).
-- ``stop`` sends SIGTERM and waits until master has released its lock;
-  ``abort`` does the same with no grace for children.
+- ``stop`` sends SIGTERM and waits until master has released its lock:
+  deliveries in flight finish and are recorded first (bounded); ``abort``
+  sends SIGINT: master kills its children at once.
 - ``reload`` sends SIGHUP; ``status`` reports whether master runs;
   ``check`` verifies (and repairs) the queue directory, mail_owner and the
   configuration files; ``flush`` asks qmgr to retry deferred mail now.
@@ -27,13 +28,15 @@ import time
 
 import click
 
-from postpy.cli import passwd_cmd
+from postpy.cli import passwd_cmd, selfcheck
 from postpy.config.maincf import Config, ConfigError, config_dir_from, load_config
 from postpy.config.mastercf import load_master_cf
 from postpy.util import maillog, privs
+from postpy.util.stdfds import ensure_std_fds
 from postpy.util.sysexits import EX_CONFIG
 
 WAIT_LIMIT = 30.0
+START_LIMIT = 30.0     # master reports ready or dies well before this
 
 
 def _config(ctx: click.Context) -> Config:
@@ -67,9 +70,11 @@ def check_system(cfg: Config, *, repair: bool) -> tuple[list[str], list[str]]:
     """(errors, notes): errors stop the mail system from running; notes are
     warnings and queue layout problems (repaired when ``repair``)."""
     from postpy.queue import layout
+    from postpy.tables import check as tables_check
 
     errors = list(cfg.validate())
     notes = list(cfg.warnings)
+    notes += tables_check.unavailable_tables(cfg)
     try:
         load_master_cf(cfg.config_dir)
     except ConfigError as exc:
@@ -82,6 +87,7 @@ def check_system(cfg: Config, *, repair: bool) -> tuple[list[str], list[str]]:
     if os.getuid() == 0 and owner.uid == 0:
         errors.append("mail_owner must not be root")
         return errors, notes
+    errors += selfcheck.check_mail_owner_can_run(cfg, owner, cfg.get("mail_owner"))
     try:
         notes += layout.check_layout(_queue_dir(cfg), owner.uid, owner.gid, repair=repair)
     except OSError as exc:
@@ -162,25 +168,42 @@ def start(ctx: click.Context) -> None:
     _refuse_if_running(cfg)
     _preflight(cfg)
     click.echo("postpy/postpy-script: starting the postpy mail system", err=True)
+    # master writes one byte to this pipe once it runs; if it dies first, the
+    # pipe's end-of-file says so at once.
+    ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         import daemon
 
         from postpy.master.supervisor import run_master
 
-        with daemon.DaemonContext(umask=0o022, working_directory="/", detach_process=True):
+        os.close(ready_r)
+        with daemon.DaemonContext(umask=0o022, working_directory="/", detach_process=True,
+                                  files_preserve=[ready_w]):
             maillog.forget()
             status = 1
             try:
-                status = run_master(cfg.config_dir)
+                status = run_master(cfg.config_dir, ready_fd=ready_w)
             except BaseException as exc:   # stderr is gone: say it in the log
                 maillog.setup_from_config("master", cfg)
                 maillog.error(f"master: {type(exc).__name__}: {exc}")
             os._exit(status)
+    os.close(ready_w)
     os.waitpid(pid, 0)
-    if not _wait(lambda: _running(cfg), 20.0):
+    if not _master_ready(ready_r, START_LIMIT) or not _wait(lambda: _running(cfg), 5.0):
         click.echo("postpy/postpy-script: fatal: mail system startup failed (see the mail log)", err=True)
         sys.exit(1)
+
+
+def _master_ready(fd: int, limit: float) -> bool:
+    """Wait for master's ready byte; False on end-of-file (it died) or timeout."""
+    import select
+
+    try:
+        readable, _, _ = select.select([fd], [], [], limit)
+        return bool(readable) and os.read(fd, 1) == b"R"
+    finally:
+        os.close(fd)
 
 
 def _signal_master(ctx: click.Context, sig: int, verb: str) -> tuple[Config, int]:
@@ -235,6 +258,7 @@ cli.add_command(passwd_cmd.passwd)   # postpy passwd add|delete|list (SMTP AUTH 
 
 
 def main() -> None:
+    ensure_std_fds()     # before anything opens a file: master's children inherit 0-2
     maillog.setup("postpy-script", maillog_file="/dev/stderr")
     cli(prog_name="postpy")
 

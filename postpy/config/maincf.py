@@ -10,7 +10,10 @@ This is the only reader of main.cf.  Syntax (Postfix's):
   parameter when read; ``${name?text}`` gives text when name is non-empty,
   ``${name:text}`` when it is empty; ``$$`` is a literal dollar.
 
-A malformed line raises :class:`ConfigError` naming file and line.  An
+A malformed line raises :class:`ConfigError` naming file and line; so does
+a NUL or a byte sequence that is not UTF-8 outside a comment (read with
+``surrogateescape``, it would reach a file name or a log line later).
+Numbers are bounded in digits before they are converted.  An
 unknown parameter name is only a warning (Postfix's behaviour: it may be a
 user-defined parameter used in expansions).  Defaults come from
 :mod:`postpy.config.params`.
@@ -23,7 +26,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from postpy.config.params import BY_NAME
+from postpy.config.params import BY_NAME, declared
 
 DEFAULT_CONFIG_DIR = "/etc/postpy"
 
@@ -45,6 +48,12 @@ def config_dir_from(cli_value: str | None) -> str:
     return os.path.abspath(chosen)
 
 
+# NUL, and the surrogate escapes that stand for bytes that are not UTF-8.
+_BAD_TEXT = re.compile("[\0\udc80-\udcff]")
+MAX_DIGITS = 18             # an integer parameter fits a signed 64-bit number
+MAX_EXPANSION_DEPTH = 100   # $a -> $b -> ... (a loop is reported before this)
+
+
 def logical_lines(text: str, path: str) -> Iterator[tuple[int, str]]:
     """Join continuation lines; yield (first line number, logical line).
 
@@ -57,6 +66,10 @@ def logical_lines(text: str, path: str) -> Iterator[tuple[int, str]]:
         stripped = raw.strip()
         if not stripped or stripped.startswith("#"):
             continue
+        bad = _BAD_TEXT.search(raw)
+        if bad:
+            what = "a NUL character" if bad.group() == "\0" else "text that is not UTF-8"
+            raise ConfigError(f"{path}, line {number}: {what} in column {bad.start() + 1}")
         if raw[0] in " \t":
             if not current:
                 raise ConfigError(f"{path}, line {number}: logical line must not start with whitespace")
@@ -92,9 +105,12 @@ _REF = re.compile(r"\$(?:\$|\{([A-Za-z0-9_]+)(?:([?:])((?:[^{}]|\{[^{}]*\})*))?\
                   r"|\(([A-Za-z0-9_]+)\)|([A-Za-z0-9_]+))")
 
 
+_REF_NAMES = re.compile(r"\$\{?\(?([A-Za-z0-9_]+)")
+
+
 def parse_time(value: str, name: str = "value") -> float:
     """``300s``, ``5m``, ``2h``, ``5d``, ``1w`` or a bare number of seconds."""
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)\s*", value)
+    m = re.fullmatch(r"\s*([0-9]{1,12}(?:\.[0-9]{1,9})?)\s*([smhdw]?)\s*", value)
     if not m:
         raise ConfigError(f"bad time value for parameter {name}: {value!r}")
     return float(m.group(1)) * _TIME_UNITS.get(m.group(2) or "s", 1)
@@ -154,11 +170,11 @@ class Config:
         if name == "mydomain":
             host = self.get("myhostname")
             return host.partition(".")[2] or "localdomain"
-        param = BY_NAME.get(name)
+        param = declared(name)
         return param.default if param else None
 
     def is_known(self, name: str) -> bool:
-        return name in BY_NAME or name in self.explicit
+        return declared(name) is not None or name in self.explicit
 
     # -- expansion ------------------------------------------------------
     def expand(self, text: str, extra: Mapping[str, str] | None = None,
@@ -171,6 +187,8 @@ class Config:
             if name in _stack:
                 chain = " -> ".join((*_stack, name))
                 raise ConfigError(f"parameter {_stack[0]}: recursion loop in expansion: {chain}")
+            if len(_stack) >= MAX_EXPANSION_DEPTH:
+                raise ConfigError(f"parameter {_stack[0]}: expansion nested deeper than {MAX_EXPANSION_DEPTH}")
             raw = self.raw(name)
             if raw is None:
                 return ""
@@ -200,7 +218,7 @@ class Config:
 
     # -- typed access ---------------------------------------------------
     def _checked_int(self, name: str, value: int) -> int:
-        param = BY_NAME.get(name)
+        param = declared(name)
         if param and param.min is not None and value < param.min:
             raise ConfigError(f"parameter {name}: value {value} is below the minimum {param.min}")
         if param and param.max is not None and value > param.max:
@@ -209,7 +227,7 @@ class Config:
 
     def get_int(self, name: str) -> int:
         value = self.get(name).strip()
-        if not re.fullmatch(r"[+-]?[0-9]+", value):     # int() would take "1_000" and non-ASCII digits
+        if not re.fullmatch(rf"[+-]?[0-9]{{1,{MAX_DIGITS}}}", value):   # not "1_000", non-ASCII or 5,000 digits
             raise ConfigError(f"bad numerical configuration: {name} = {value}")
         return self._checked_int(name, int(value))
 
@@ -246,13 +264,32 @@ class Config:
         getters = {"int": self.get_int, "size": self.get_size, "bool": self.get_bool,
                    "time": self.get_time, "list": self.get_list, "str": self.get}
         for name in sorted(set(BY_NAME) | set(self.explicit)):
-            kind = BY_NAME[name].type if name in BY_NAME else "str"
+            param = declared(name)
+            kind = param.type if param else "str"
             try:
                 getters[kind](name)
             except ConfigError as exc:
-                where = f"{self.main_cf}, line {self.lines[name]}: " if name in self.lines else ""
+                line = self._origin_line(name)
+                where = f"{self.main_cf}, line {line}: " if line else ""
                 errors.append(f"{where}{exc}")
         return errors
+
+    def _origin_line(self, name: str) -> int | None:
+        """The main.cf line a value comes from: its own setting, else the
+        first setting its default refers to ($name chains followed)."""
+        todo, seen = [name], set[str]()
+        while todo:
+            current = todo.pop(0)
+            if current in self.lines:
+                return self.lines[current]
+            if current in seen or len(seen) > MAX_EXPANSION_DEPTH:
+                continue
+            seen.add(current)
+            param = declared(current)
+            todo += _REF_NAMES.findall(self.explicit.get(current, param.default if param else ""))
+            if current == "mydomain":          # raw() derives it from myhostname
+                todo.append("myhostname")
+        return None
 
 
 def load_config(config_dir: str | None = None, *, overrides: Mapping[str, str] | None = None) -> Config:
@@ -271,12 +308,12 @@ def load_config(config_dir: str | None = None, *, overrides: Mapping[str, str] |
         raise ConfigError(f"open {path}: {exc.strerror}") from None
     cfg = Config(directory, main_cf=path)
     settings = parse_main_cf(text, path)
-    referenced = {name for st in settings for name in re.findall(r"\$\{?\(?([A-Za-z0-9_]+)", st.value)}
+    referenced = {name for st in settings for name in _REF_NAMES.findall(st.value)}
     for setting in settings:
         if setting.name in BY_NAME and setting.name in ("config_directory",):
             cfg.warnings.append(f"{path}, line {setting.line}: {setting.name} cannot be set in main.cf; ignored")
             continue
-        if setting.name not in BY_NAME and setting.name not in referenced:
+        if declared(setting.name) is None and setting.name not in referenced:
             cfg.warnings.append(f"{path}, line {setting.line}: unused parameter: {setting.name}={setting.value}")
         cfg.explicit[setting.name] = setting.value
         cfg.lines[setting.name] = setting.line

@@ -16,17 +16,24 @@ Each logical line (continuations as in main.cf) has eight fields::
   means no limit, capped at 1000).
 - ``command`` names a program in ``daemon_directory`` (postpy's libexec);
   ``-o name=value`` arguments override main.cf for that service only.
+
+Any malformed line (a NUL, bytes that are not UTF-8, a number with more
+digits than any limit needs) raises :class:`ConfigError` naming the file
+and line, never another exception.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 
 from postpy.config.maincf import ConfigError, logical_lines
 
 SERVICE_TYPES = ("inet", "unix", "fifo")
+MAX_DIGITS = 9              # wakeup and maxproc: up to 999999999
+_PARAMETER_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 def _bad_port(name: str) -> str:
@@ -57,11 +64,11 @@ class Service:
         host, sep, port = self.name.rpartition(":")
         host = host.strip("[]") if sep else ""
         if port.isascii() and port.isdigit():
-            number = int(port)
+            number = int(port) if len(port) <= 5 else 0
         else:
             try:                       # Postfix's own master.cf says "smtp inet ..."
                 number = socket.getservbyname(port, "tcp")
-            except OSError:
+            except (OSError, ValueError, UnicodeError):
                 number = 0
         if not 0 < number < 65536:
             raise ConfigError(f"master.cf, line {self.line}: {_bad_port(self.name)}")
@@ -107,11 +114,11 @@ def parse_master_cf(text: str, path: str = "master.cf") -> MasterConfig:
         wake = wakeup.rstrip("?")
         if wake == "-":
             wake = "0"
-        if not (wake.isascii() and wake.isdigit()):
+        if not (wake.isascii() and wake.isdigit() and len(wake) <= MAX_DIGITS):
             raise ConfigError(f"{where}: bad wakeup field \"{wakeup}\"")
         if maxproc == "-":
             limit: int | None = None
-        elif maxproc.isascii() and maxproc.isdigit():
+        elif maxproc.isascii() and maxproc.isdigit() and len(maxproc) <= MAX_DIGITS:
             limit = int(maxproc) or 1000
         else:
             raise ConfigError(f"{where}: bad maxproc field \"{maxproc}\"")
@@ -125,7 +132,7 @@ def parse_master_cf(text: str, path: str = "master.cf") -> MasterConfig:
                 if arg == "-o":
                     i += 1
                 key, eq, val = value.partition("=")
-                if not eq or not key:
+                if not eq or not _PARAMETER_NAME.fullmatch(key.strip()):
                     raise ConfigError(f"{where}: bad -o option \"{value}\" (expected name=value)")
                 overrides.append((key.strip(), val.strip()))
             else:
@@ -158,3 +165,5 @@ def load_master_cf(config_dir: str) -> MasterConfig:
             return parse_master_cf(fh.read(), path)
     except FileNotFoundError:
         raise ConfigError(f"open {path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"open {path}: {exc.strerror}") from None

@@ -53,6 +53,7 @@ PARAMS: tuple[Param, ...] = (
     _P("relay_domains", "list", "", "Domains this system relays mail to."),
     _P("relayhost", "str", "", "Next-hop for non-local mail (empty: direct delivery by MX)."),
     _P("inet_interfaces", "list", "all", "Network addresses the SMTP server listens on."),
+    _P("proxy_interfaces", "list", "", "Addresses this host receives mail on through a proxy or NAT (local for user@[ip])."),
     _P("inet_protocols", "list", "all", "Address families used: ipv4, ipv6, all."),
     _P("syslog_name", "str", "postpy", "Prefix of the log tag (postpy/smtpd)."),
     _P("syslog_facility", "str", "mail", "Syslog facility."),
@@ -81,6 +82,8 @@ PARAMS: tuple[Param, ...] = (
     _P("maximal_queue_lifetime", "time", "5d", "Age at which an undeliverable message is returned.", 0),
     _P("bounce_queue_lifetime", "time", "5d", "Age at which an undeliverable bounce is dropped.", 0),
     _P("delay_warning_time", "time", "0h", "Age at which the sender is told of a delay (0: never).", 0),
+    _P("default_destination_recipient_limit", "int", "50", "Recipients in one delivery request at most.", 1),
+    _P("content_filter", "str", "", "transport:nexthop that gets all mail after the queue, instead of its recipients' routes."),
     _P("transport_maps", "list", "", "Tables mapping recipients to transport:nexthop."),
     _P("default_transport", "str", "smtp", "Transport for non-local mail."),
     _P("local_transport", "str", "local:$myhostname", "Transport for mydestination mail."),
@@ -122,7 +125,7 @@ PARAMS: tuple[Param, ...] = (
     _P("alias_database", "list", "lmdb:/etc/aliases", "Alias tables rebuilt by newaliases."),
     _P("forward_path", "list", "$home/.forward${recipient_delimiter}${extension}, $home/.forward", "Where .forward files are looked for."),
     _P("home_mailbox", "str", "", "Mailbox under the home directory; a trailing / means Maildir."),
-    _P("mail_spool_directory", "str", "/var/mail", "Directory of mbox mailboxes."),
+    _P("mail_spool_directory", "str", "/var/mail", "Directory of mailboxes; a trailing / means Maildir."),
     _P("mailbox_command", "str", "", "External command that delivers to the mailbox."),
     _P("mailbox_size_limit", "size", "51200000", "Largest mailbox or maildir message file (0: no limit).", 0),
     _P("message_size_limit_local", "size", "0", "Unused; kept for postconf compatibility.", 0),
@@ -169,6 +172,31 @@ PARAMS: tuple[Param, ...] = (
     _P("smtp_connection_reuse_time_limit", "time", "300s", "Age after which a connection is no longer reused.", 1),
     _P("smtp_dns_timeout", "time", "10s", "Time limit for one DNS lookup by the SMTP client.", 1),
     _P("smtp_line_length_limit", "int", "998", "Longest line sent; longer ones are broken with CRLF SPACE (0: no limit).", 0),
+    # --- lmtp client (the smtp agent in LMTP mode; same meanings as smtp_*) ---
+    _P("lmtp_tcp_port", "str", "24", "Port of LMTP servers when the next hop names none (number or service name)."),
+    _P("lmtp_connect_timeout", "time", "30s", "Time limit to connect to an LMTP server.", 1),
+    _P("lmtp_lhlo_timeout", "time", "300s", "Time limit for the greeting and LHLO.", 1),
+    _P("lmtp_lhlo_name", "str", "$myhostname", "Name sent in LHLO."),
+    _P("lmtp_mail_timeout", "time", "300s", "Time limit for MAIL FROM to an LMTP server.", 1),
+    _P("lmtp_rcpt_timeout", "time", "300s", "Time limit for RCPT TO to an LMTP server.", 1),
+    _P("lmtp_data_init_timeout", "time", "120s", "Time limit for DATA to an LMTP server.", 1),
+    _P("lmtp_data_xfer_timeout", "time", "180s", "Time limit for sending content to an LMTP server.", 1),
+    _P("lmtp_data_done_timeout", "time", "600s", "Time limit for each recipient's reply after the final dot.", 1),
+    _P("lmtp_rset_timeout", "time", "20s", "Time limit for RSET to an LMTP server.", 1),
+    _P("lmtp_quit_timeout", "time", "300s", "Time limit for QUIT to an LMTP server.", 1),
+    _P("lmtp_starttls_timeout", "time", "300s", "Time limit for the TLS handshake after STARTTLS (LMTP).", 1),
+    _P("lmtp_tls_security_level", "str", "none", "LMTP client TLS: none, may, encrypt, verify."),
+    _P("lmtp_tls_CAfile", "str", "", "CA certificates for verifying LMTP servers."),
+    _P("lmtp_bind_address", "str", "", "Local address for LMTP connections over TCP."),
+    _P("lmtp_host_lookup", "list", "dns, native", "How LMTP server hosts are looked up: dns, native (never MX)."),
+    _P("lmtp_dns_timeout", "time", "10s", "Time limit for one DNS lookup by the LMTP client.", 1),
+    _P("lmtp_mx_address_limit", "int", "5", "LMTP server addresses tried for one delivery at most (0: no limit).", 0),
+    _P("lmtp_mx_session_limit", "int", "2", "LMTP sessions tried for one delivery at most (0: no limit).", 0),
+    _P("lmtp_skip_5xx_greeting", "bool", "yes", "Treat a 5xx LMTP greeting like a 4xx one."),
+    _P("lmtp_line_length_limit", "int", "998", "Longest line sent to an LMTP server (0: no limit).", 0),
+    _P("lmtp_connection_cache_on_demand", "bool", "yes", "Keep LMTP connections open for more mail to the same server."),
+    _P("lmtp_connection_cache_time_limit", "time", "2s", "How long an unused cached LMTP connection stays open.", 1),
+    _P("lmtp_connection_reuse_time_limit", "time", "300s", "Age after which an LMTP connection is no longer reused.", 1),
     _P("disable_mime_output_conversion", "bool", "no", "Send 8-bit content as is to a server without 8BITMIME, instead of converting it to 7 bit."),
     # --- submission --------------------------------------------------------
     _P("authorized_submit_users", "list", "static:anyone", "Users allowed to submit with sendmail."),
@@ -192,6 +220,28 @@ PARAMS: tuple[Param, ...] = (
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
+
+# Per-transport parameters (Postfix's ``<transport>_...``): any master.cf
+# service name before the suffix; the default refers to the general one.
+TRANSPORT_PARAMS: tuple[Param, ...] = (
+    _P("_destination_recipient_limit", "int", "$default_destination_recipient_limit",
+       "Recipients in one delivery request to this transport at most.", 1),
+    _P("_destination_concurrency_limit", "int", "$default_destination_concurrency_limit",
+       "Parallel deliveries to one destination through this transport.", 1),
+    _P("_time_limit", "time", "$command_time_limit", "Time limit for one delivery by this transport's command.", 1),
+)
+
+
+def declared(name: str) -> Param | None:
+    """The declaration of ``name``: from the table, or a per-transport pattern."""
+    param = BY_NAME.get(name)
+    if param is not None:
+        return param
+    for pattern in TRANSPORT_PARAMS:
+        if name.endswith(pattern.name) and len(name) > len(pattern.name):
+            return Param(name, pattern.type, pattern.default, pattern.description, pattern.min, pattern.max)
+    return None
+
 
 # Parameters that are set by the reader, not by main.cf.
 READ_ONLY = frozenset({"config_directory"})

@@ -5,6 +5,10 @@ expects: the service's listening sockets at 3, 4, ..., then the write end of
 master's status pipe.  Everything else is closed.  The environment carries
 the POSTPY_* variables of the skeleton's contract plus what
 ``import_environment`` lets through.
+
+The child execs with SIGUSR1 and SIGTERM blocked (the mask survives exec):
+a reload or stop that reaches it before its handlers are installed stays
+pending until :func:`postpy.server.skeleton.prepare` unblocks them.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass, field
 
 from postpy.config.maincf import Config
 from postpy.config.mastercf import Service
-from postpy.server.skeleton import FIRST_LISTEN_FD
+from postpy.server.skeleton import FIRST_LISTEN_FD, block_stop_signals
 
 ALWAYS_PASSED = ("PATH", "PYTHONPATH", "VIRTUAL_ENV")
 
@@ -28,7 +32,8 @@ class Child:
     generation: int
     started: float
     available: bool = True
-    did_work: bool = False
+    ready: bool = False          # reported on the status pipe: its start-up is done
+    retiring: bool = False       # asked to exit (reload): its exit is never a failure
 
 
 @dataclass
@@ -91,6 +96,7 @@ def spawn(spawn_plan: SpawnPlan, listen: list[socket.socket], status_fd: int) ->
     if pid:
         return pid
     try:
+        block_stop_signals()
         # Move every source out of the way first, so dup2 never clobbers one.
         high = [os.dup(fd) for fd in sources]
         for target, fd in enumerate(high, FIRST_LISTEN_FD):

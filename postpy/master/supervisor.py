@@ -7,15 +7,28 @@ available (each daemon reports busy/available over a status pipe), up to
 ``maxproc``.  Services with a ``wakeup`` time (qmgr, pickup) are kept
 running and are sent a wake-up trigger that often.
 
-A child that exits abnormally within two seconds of starting "died at
-once": its service is throttled (no new process) for
-``service_throttle_time``, so a broken program cannot spin.
+A child that exits with an error status before it reported ready on the
+status pipe failed to start: its service is throttled (no new process),
+first for a second, then twice as long after each further failure, up to
+``service_throttle_time``; a child that reports ready resets the delay.  So
+a broken program cannot spin, but one bad start costs seconds, not a
+minute.  A death by a signal (an OOM kill, an admin's kill) or any death
+after the child was ready is logged and the process replaced, never
+throttled; neither is the exit of a child that was asked to exit.
 
 Signals: SIGHUP reloads main.cf and master.cf (sockets of services that
 still exist are kept, so no connection is refused; old processes get
-SIGUSR1 and finish their work before exiting; new ones read the new
-configuration).  SIGTERM and SIGINT stop: every child gets SIGTERM, then
-SIGKILL if it lingers.
+SIGUSR1 and finish their work before exiting -- a child still starting gets
+it once it reports ready, and holds it blocked until then; new ones read the
+new configuration).  SIGTERM stops cleanly: master closes its sockets and
+sends every child SIGTERM, which lets deliveries in flight finish and be
+recorded (see :mod:`postpy.server.skeleton`), then SIGKILLs whatever is left
+after ``STOP_GRACE``.  SIGINT (``postpy abort``) SIGKILLs the children at
+once.
+
+At start a busy inet address is retried for ``BIND_PATIENCE`` seconds: the
+daemons of a master that was killed close their listening sockets as soon
+as they see it gone, which takes a moment.
 
 The pid file ``$queue_directory/pid/master.pid`` is held with an exclusive
 lock while master runs, so two masters can never share a queue directory.
@@ -42,8 +55,9 @@ from postpy.queue import layout
 from postpy.server.skeleton import AVAILABLE, STATUS
 from postpy.util import maillog, privs
 
-DIED_AT_ONCE = 2.0          # seconds: an abnormal exit sooner than this throttles
-STOP_GRACE = 10.0           # seconds children get to exit on stop before SIGKILL
+FIRST_THROTTLE = 1.0        # seconds: the first pause after a failed start; doubles
+STOP_GRACE = 20.0           # seconds children get to finish their work on stop before SIGKILL
+BIND_PATIENCE = 5.0         # seconds a busy inet address is retried at start
 PID_FILE = "pid/master.pid"
 
 
@@ -56,6 +70,7 @@ class ServiceState:
     service: Service
     sockets: list[socket.socket] = field(default_factory=list)
     throttled_until: float = 0.0
+    throttle_delay: float = 0.0    # the last pause; 0 after a successful start
     next_wakeup: float = 0.0
     retired: bool = False          # removed by a reload; waits for its children
 
@@ -111,6 +126,8 @@ class Master:
         self.selector = selectors.DefaultSelector()
         self.watched: set[int] = set()      # listening sockets in the selector
         self.stopping = False
+        self.aborting = False
+        self.bind_patience = BIND_PATIENCE   # at start only: a reload must not stall
         self.reload_requested = False
         self.pid_fd = -1
         self.status_r, self.status_w = os.pipe2(os.O_CLOEXEC)
@@ -133,6 +150,7 @@ class Master:
         self.selector.register(self.status_r, selectors.EVENT_READ, "status")
         self.selector.register(self.signal_r, selectors.EVENT_READ, "signal")
         self._apply_services(self.master_cf)
+        self.bind_patience = 0.0
         maillog.info(f"daemon started -- version {self.cfg.get('mail_version')}, "
                      f"configuration {self.cfg.config_dir}")
 
@@ -152,7 +170,7 @@ class Master:
                 if family == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 try:
-                    sock.bind((h, port))
+                    self._bind_inet(sock, (h, port))
                 except OSError as exc:
                     sock.close()
                     raise MasterError(f"bind {h} port {port}: {exc.strerror}") from None
@@ -183,6 +201,18 @@ class Master:
         sock.listen(256)
         sock.setblocking(False)
         return [sock]
+
+    def _bind_inet(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        """Bind, retrying a busy address for ``bind_patience`` seconds."""
+        deadline = time.monotonic() + self.bind_patience
+        while True:
+            try:
+                sock.bind(address)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.1)
 
     def _inet_hosts(self) -> list[str]:
         interfaces = self.cfg.get_list("inet_interfaces")
@@ -233,6 +263,7 @@ class Master:
             else:
                 state.service = service
                 state.throttled_until = 0.0
+                state.throttle_delay = 0.0
             now = time.monotonic()
             state.next_wakeup = now + service.wakeup if service.wakeup else 0.0
 
@@ -283,10 +314,17 @@ class Master:
             pid, state = STATUS.unpack(self.status_buffer[:size])
             self.status_buffer = self.status_buffer[size:]
             child = self.children.get(pid)
-            if child is not None:
-                child.available = state == AVAILABLE
-                if not child.available:
-                    child.did_work = True
+            if child is None:
+                continue
+            if not child.ready:
+                child.ready = True
+                service = self.services.get(child.service_key)
+                if service is not None:
+                    service.throttle_delay = 0.0      # a successful start
+                if child.retiring:
+                    # A reload happened while it started: tell it now.
+                    self._kill(pid, signal.SIGUSR1)
+            child.available = state == AVAILABLE and not child.retiring
 
     def _reap(self) -> None:
         while True:
@@ -308,12 +346,17 @@ class Master:
             if why and not self.stopping:
                 command = state.service.command if state else child.service_key
                 maillog.warning(f"process {command} pid {pid} {why}")
-                lived = time.monotonic() - child.started
-                if state is not None and not child.did_work and lived < DIED_AT_ONCE:
-                    state.throttled_until = time.monotonic() + self.cfg.get_time("service_throttle_time")
+                if state is not None and failed_start(child, status):
+                    self._throttle(state)
                     maillog.warning(f"{command}: bad command startup -- throttling")
             if state is not None and state.retired and self._count(child.service_key) == 0:
                 del self.services[child.service_key]
+
+    def _throttle(self, state: ServiceState) -> None:
+        """No new process for a while: 1 s, then doubling up to service_throttle_time."""
+        limit = self.cfg.get_time("service_throttle_time")
+        state.throttle_delay = min(max(FIRST_THROTTLE, 2 * state.throttle_delay), limit)
+        state.throttled_until = time.monotonic() + state.throttle_delay
 
     def _handle_signals(self) -> None:
         try:
@@ -329,6 +372,7 @@ class Master:
             elif signum in (signal.SIGTERM, signal.SIGINT):
                 maillog.info(f"terminating on signal {signum}")
                 self.stopping = True
+                self.aborting = self.aborting or signum == signal.SIGINT
 
     def reload(self) -> None:
         self.reload_requested = False
@@ -348,9 +392,11 @@ class Master:
         except (MasterError, OSError) as exc:
             maillog.warning(f"reload: {exc}")
         for child in self.children.values():
-            if child.generation < self.generation:
+            if child.generation < self.generation and not child.retiring:
                 child.available = False
-                self._kill(child.pid, signal.SIGUSR1)
+                child.retiring = True
+                if child.ready:       # else when it reports ready (_read_status)
+                    self._kill(child.pid, signal.SIGUSR1)
         maillog.info(f"reload -- version {self.cfg.get('mail_version')}, configuration {self.cfg.config_dir}")
 
     def _kill(self, pid: int, sig: int) -> None:
@@ -365,8 +411,7 @@ class Master:
             if self.reload_requested:
                 self.reload()
             self._schedule()
-            timeout = 1.0
-            for key, _ in self.selector.select(timeout):
+            for key, _ in self.selector.select(self._timeout()):
                 if key.data == "status":
                     self._read_status()
                 elif key.data == "signal":
@@ -381,9 +426,18 @@ class Master:
             self._reap()
         self.shutdown()
 
+    def _timeout(self) -> float:
+        """Wake within a second, and when a throttled service may run again."""
+        now = time.monotonic()
+        ends = [s.throttled_until - now for s in self.services.values() if s.throttled_until > now]
+        return max(0.01, min([1.0, *ends]))
+
     def shutdown(self) -> None:
+        """Stop accepting, then let the children finish (stop) or kill them (abort)."""
+        for state in self.services.values():
+            self._close_sockets(state)
         for pid in list(self.children):
-            self._kill(pid, signal.SIGTERM)
+            self._kill(pid, signal.SIGKILL if self.aborting else signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE
         while self.children and time.monotonic() < deadline:
             self._reap()
@@ -397,15 +451,23 @@ class Master:
             except ChildProcessError:
                 break
             self.children.pop(pid, None)
-        for state in self.services.values():
-            self._close_sockets(state)
         if self.pid_fd >= 0:
             os.ftruncate(self.pid_fd, 0)
             os.close(self.pid_fd)
         maillog.info("daemon stopped")
 
 
-def run_master(config_dir: str) -> int:
+def failed_start(child: Child, status: int) -> bool:
+    """Did this exit show a program that cannot start?  Only an error exit
+    before the child reported ready, and not one it was asked for."""
+    return (not child.ready and not child.retiring and os.WIFEXITED(status)
+            and os.waitstatus_to_exitcode(status) != 0)
+
+
+def run_master(config_dir: str, ready_fd: int = -1) -> int:
+    """Run master until it stops; its exit status.  ``ready_fd``, when given,
+    gets one byte once master holds its lock and sockets, and is closed
+    (``postpy start`` waits on it, and sees its end-of-file if master dies)."""
     try:
         import setproctitle
 
@@ -421,5 +483,11 @@ def run_master(config_dir: str) -> int:
     except (ConfigError, MasterError, privs.PrivilegeError, ValueError, OSError) as exc:
         maillog.error(str(exc))
         return 1
+    if ready_fd >= 0:
+        try:
+            os.write(ready_fd, b"R")
+        except OSError:
+            pass          # postpy start gave up waiting; master runs anyway
+        os.close(ready_fd)
     master.run()
     return 0

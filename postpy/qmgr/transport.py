@@ -12,6 +12,12 @@ A request whose connection breaks, or that gets no answer within
 agent costs a retry, never a message.  A broken *reused* connection is
 retried once on a fresh one (the agent may simply have exited for
 idleness).
+
+:meth:`AgentPool.stop` (qmgr is stopping) starts nothing more: waiting jobs
+are forgotten and jobs whose request has not been sent yet are cancelled
+(their recipients stay pending in the queue file).  A request already sent
+runs to its end so its result can be recorded; one that fails while
+stopping is left unrecorded too, for the next qmgr to take up.
 """
 
 from __future__ import annotations
@@ -69,6 +75,8 @@ class AgentPool:
         self.running = 0
         self.per_destination: Counter[str] = Counter()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.unsent: set[asyncio.Task[None]] = set()   # jobs whose request is not sent yet
+        self.stopping = False
 
     def submit(self, job: Job) -> None:
         line = self.waiting.get(job.destination)
@@ -81,6 +89,8 @@ class AgentPool:
     def pump(self) -> None:
         """Start waiting jobs while there is room, round-robin over destinations
         that are below their concurrency limit."""
+        if self.stopping:
+            return
         for _ in range(len(self.ready)):
             if self.running >= self.process_limit:
                 return
@@ -99,12 +109,18 @@ class AgentPool:
         self.per_destination[job.destination] += 1
         task = asyncio.get_running_loop().create_task(self._run(job))
         self.tasks.add(task)
+        self.unsent.add(task)
         task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self.unsent.discard)
 
-    def clear_waiting(self) -> None:
-        """Forget jobs not started (qmgr is stopping; the files stay in active/)."""
+    def stop(self) -> None:
+        """Start nothing more: forget waiting jobs, cancel those not sent yet
+        (qmgr is stopping; the files stay in active/ for the next start)."""
+        self.stopping = True
         self.waiting.clear()
         self.ready.clear()
+        for task in list(self.unsent):
+            task.cancel()
 
     async def _open(self) -> _Conn:
         reader, writer = await asyncio.wait_for(
@@ -112,6 +128,11 @@ class AgentPool:
         return _Conn(reader, writer)
 
     async def _exchange(self, conn: _Conn, request: DeliveryRequest) -> DeliveryResult:
+        if self.stopping:
+            raise asyncio.CancelledError   # never start a delivery once stopping
+        task = asyncio.current_task()
+        if task is not None:
+            self.unsent.discard(task)
         conn.writer.write(codec.encode(request))
         await conn.writer.drain()
         reply = await asyncio.wait_for(
@@ -120,7 +141,7 @@ class AgentPool:
 
     async def _run(self, job: Job) -> None:
         request = job.request
-        results: list[RecipientResult]
+        results: list[RecipientResult] | None
         try:
             request.dispatch_time = time.time()
             conn = self.idle.pop() if self.idle else None
@@ -132,7 +153,7 @@ class AgentPool:
             except (EOFError, ConnectionError) as exc:
                 if conn is not None:
                     conn.close()
-                if not reused:
+                if not reused or self.stopping:
                     raise
                 maillog.info(f"{request.queue_id}: reconnecting to {self.transport}: {exc}")
                 conn = await self._open()
@@ -144,13 +165,17 @@ class AgentPool:
         except (TimeoutError, OSError, EOFError, codec.IpcError) as exc:
             text = f"delivery temporarily suspended: {self.transport} agent: {_describe(exc)}"
             maillog.warning(f"{request.queue_id}: {text}")
-            results = deferred_all(request, text)
+            # Stopping: no verdict; the recipients stay pending for the next start.
+            results = None if self.stopping else deferred_all(request, text)
+        except asyncio.CancelledError:
+            results = None       # stopped before the request was sent
         finally:
             self.running -= 1
             self.per_destination[job.destination] -= 1
             if not self.per_destination[job.destination]:
                 del self.per_destination[job.destination]
-        job.on_done(results)
+        if results is not None:
+            job.on_done(results)
         self.pump()
 
     def _checked(self, request: DeliveryRequest, reply: DeliveryResult) -> list[RecipientResult]:

@@ -18,6 +18,10 @@ these environment variables (the whole contract between the two):
 ``POSTPY_MASTER_PID``       master's pid (a daemon exits when master is gone)
 ==========================  ==================================================
 
+master starts every daemon with SIGUSR1 and SIGTERM blocked; :func:`prepare`
+installs their handlers and only then unblocks them, so a signal sent while
+the daemon starts waits for its handler instead of killing it.
+
 The skeleton reads main.cf (plus the service's ``-o`` overrides), sets up
 logging and the process title (``postpy/smtpd``), changes directory to
 ``queue_directory`` (so every service uses queue-relative paths, which stay
@@ -28,9 +32,18 @@ connections have been served.
 Reports to master are ``struct "=iB"``: pid and 0 (available) or 1 (busy).
 master spawns another process of a service only when none is available.
 
-Signals: SIGTERM ends the daemon at once (master's stop).  SIGUSR1 asks it to
-finish what it is doing and exit (master's reload): it stops accepting, lets
-connections in progress complete, and exits.
+Signals: SIGUSR1 asks a daemon to finish what it is doing and exit
+(master's reload): it stops accepting, lets connections in progress
+complete, and exits.  SIGTERM (master's stop) does the same for the single
+servers and for multi servers started with ``drain_on_stop`` (qmgr and the
+smtp agent, whose work in flight is a delivery); other multi servers
+(smtpd) exit at once, as nothing they do is acknowledged before it is
+queued.  master bounds either wait and then kills what is left.
+
+When master is gone (its end of the status pipe closed: the daemon's end
+polls with an error at once, no matter what the daemon is doing in its
+event loop) the daemon closes its listening sockets at once, so a new
+master can bind them, and then stops as on SIGTERM.
 
 Three ways to serve:
 - :func:`run_sync_server`: one connection at a time, blocking code
@@ -55,11 +68,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from postpy.config.maincf import Config, ConfigError, load_config
+from postpy.server import preload
 from postpy.util import maillog, privs
 
 STATUS = struct.Struct("=iB")
 AVAILABLE, BUSY = 0, 1
 FIRST_LISTEN_FD = 3
+ACCEPT_TURNS = 10      # event loop turns from accept() to a connection's handler task
 
 
 @dataclass
@@ -75,6 +90,8 @@ class ServerContext:
     master_pid: int = 0
     status_fd: int = -1
     stopping: bool = False
+    drain_on_stop: bool = True     # SIGTERM: finish work in flight (else exit at once)
+    master_gone: bool = False
     served: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -88,7 +105,41 @@ class ServerContext:
             self.stopping = True
 
     def master_alive(self) -> bool:
-        return not self.master_pid or os.getppid() == self.master_pid
+        if self.master_gone:
+            return False
+        if self.status_fd >= 0 and status_pipe_broken(self.status_fd):
+            self.master_gone = True
+        elif self.master_pid and os.getppid() != self.master_pid:
+            self.master_gone = True
+        return not self.master_gone
+
+    def close_listeners(self) -> None:
+        """Stop listening for good (a new master must be able to bind)."""
+        for sock in self.listen:
+            sock.close()
+        self.listen = []
+
+    def terminate(self) -> None:
+        """SIGTERM: drain like a reload, or exit at once."""
+        self.stopping = True
+        if not self.drain_on_stop:
+            os._exit(0)
+
+
+STOP_SIGNALS = frozenset({signal.SIGUSR1, signal.SIGTERM})
+
+
+def block_stop_signals() -> None:
+    """Hold SIGUSR1 and SIGTERM pending (master does this in a new child before exec)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
+def status_pipe_broken(fd: int) -> bool:
+    """True when master's (reading) end of the status pipe is closed: the
+    write end then polls with POLLERR."""
+    poller = select.poll()
+    poller.register(fd, 0)
+    return any(event & (select.POLLERR | select.POLLHUP | select.POLLNVAL) for _, event in poller.poll(0))
 
 
 def split_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -111,6 +162,7 @@ def prepare(program: str, argv: list[str] | None = None,
             *, before_jail: Callable[[ServerContext], None] | None = None) -> ServerContext:
     """Everything a daemon does before serving.  ``before_jail`` runs as the
     starting user, before chroot and privilege drop (open what you need)."""
+    preload.preload(program)     # what it loads on first use, while it can still read it
     overrides, rest = split_args(sys.argv[1:] if argv is None else argv)
     env = os.environ
     try:
@@ -147,9 +199,11 @@ def prepare(program: str, argv: list[str] | None = None,
         if env.get("POSTPY_UNPRIV", "1") == "1":
             privs.drop_to(identity.uid, identity.gid)
     signal.signal(signal.SIGUSR1, lambda *_: setattr(ctx, "stopping", True))
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGTERM, lambda *_: ctx.terminate())
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    # Now that the handlers are set, take what master sent while we started.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     return ctx
 
 
@@ -173,16 +227,21 @@ def run_sync_server(ctx: ServerContext, handler: Callable[[ServerContext, socket
     max_use = ctx.cfg.get_int("max_use")
     idle_since = time.monotonic()
     ctx.report(AVAILABLE)
+    # master's death makes the status pipe's write end "readable" (POLLERR).
+    watch: list[Any] = [ctx.status_fd] if ctx.status_fd >= 0 else []
     while not ctx.stopping:
         if not ctx.master_alive():
+            ctx.close_listeners()
             break
         if not persistent and time.monotonic() - idle_since > max_idle:
             break
         try:
-            ready, _, _ = select.select(ctx.listen, [], [], 1.0)
+            ready, _, _ = select.select([*ctx.listen, *watch], [], [], 1.0)
         except InterruptedError:
             continue
         for lsock in ready:
+            if lsock is ctx.status_fd or ctx.stopping:
+                break
             try:
                 conn, _ = lsock.accept()
             except (BlockingIOError, InterruptedError):
@@ -210,19 +269,46 @@ AsyncHandler = Callable[[ServerContext, Any, Any], Awaitable[None]]
 
 
 def run_async_server(ctx: ServerContext, handler: AsyncHandler, *,
-                     busy_at: int = 100, persistent: bool = False,
+                     busy_at: int = 100, persistent: bool = False, drain_on_stop: bool = False,
                      startup: Callable[[ServerContext], Coroutine[Any, Any, None]] | None = None) -> None:
     """Serve every connection as a task on one event loop.
 
     The process reports busy to master while it has ``busy_at`` or more
     connections, so master starts another process for the overflow.
-    ``startup`` runs as a task beside the listeners (qmgr's scheduler).
+    ``startup`` runs as a task beside the listeners (qmgr's scheduler); on
+    any stop it sees ``ctx.stopping`` and is awaited to its end, so what it
+    has in flight is finished before the loop (and its executor) goes away.
+    ``drain_on_stop``: SIGTERM and master's death also let connections in
+    progress finish (else the process exits at once).
     """
     import asyncio
 
+    ctx.drain_on_stop = drain_on_stop
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGUSR1, lambda: setattr(ctx, "stopping", True))
+        wake = asyncio.Event()
+
+        def stop() -> None:
+            ctx.stopping = True
+            wake.set()
+
+        def on_term() -> None:
+            stop()
+            ctx.terminate()
+
+        def on_master_gone() -> None:
+            loop.remove_reader(ctx.status_fd)
+            ctx.master_gone = True
+            for server in servers:
+                server.close()        # closes the listening sockets: free for a new master
+            ctx.listen = []
+            stop()
+            if not drain_on_stop:
+                os._exit(0)
+
+        loop.add_signal_handler(signal.SIGUSR1, stop)
+        loop.add_signal_handler(signal.SIGTERM, on_term)
         active: set[asyncio.Task[None]] = set()
         max_idle = ctx.cfg.get_time("max_idle")
         max_use = ctx.cfg.get_int("max_use")
@@ -247,37 +333,59 @@ def run_async_server(ctx: ServerContext, handler: AsyncHandler, *,
                 if state["busy"] and len(active) < busy_at:
                     state["busy"] = False
                     ctx.report(AVAILABLE)
+                if ctx.stopping:
+                    wake.set()
 
-        servers = []
+        servers: list[asyncio.AbstractServer] = []
         for lsock in ctx.listen:
             if lsock.family == socket.AF_UNIX:
                 servers.append(await asyncio.start_unix_server(on_connect, sock=lsock, limit=1 << 20))
             else:
                 servers.append(await asyncio.start_server(on_connect, sock=lsock, limit=1 << 20))
+        if ctx.status_fd >= 0:
+            # The write end of a pipe polls "readable" (an error) once master's end is closed.
+            loop.add_reader(ctx.status_fd, on_master_gone)
         ctx.report(AVAILABLE)
         background: asyncio.Task[None] | None = asyncio.create_task(startup(ctx)) if startup else None
+        if background is not None:
+            background.add_done_callback(lambda _: wake.set())
+        closing = False
         while True:
-            await asyncio.sleep(0.5)
+            try:
+                await asyncio.wait_for(wake.wait(), 0.5)
+            except TimeoutError:
+                pass
+            wake.clear()
             if background is not None and background.done():
                 exc = background.exception()
                 if exc is not None:
                     maillog.fatal(f"{ctx.program}: {type(exc).__name__}: {exc}")
                 background = None
+            if closing:
+                if not active and background is None:
+                    break
+                continue
             done_using = not persistent and ctx.served >= max_use
             idle = not active and time.monotonic() - state["idle_since"] > max_idle
             if ctx.stopping or done_using or not ctx.master_alive():
+                ctx.stopping = True
+                if not ctx.master_alive() and not drain_on_stop:
+                    break
+                # The background task (qmgr's scheduler) sees ctx.stopping and
+                # finishes its work in flight; it is waited for as connections are.
+                closing = True
+            elif idle and not persistent:
+                closing = True
+            if closing:
                 for server in servers:
                     server.close()
-                ctx.stopping = True
-                # A background task (qmgr's scheduler) sees ctx.stopping and
-                # finishes its work in flight; wait for it as for connections.
-                finished = not active and (background is None or background.done())
-                if finished or not ctx.master_alive():
+                # A connection accepted just before takes a few loop turns to
+                # reach on_connect (accept task, transport, protocol): let it
+                # get into ``active`` before anyone decides there is no work.
+                for _ in range(ACCEPT_TURNS):
+                    await asyncio.sleep(0)
+                if not active and background is None:
                     break
-            elif idle and not persistent:
-                break
-        if background is not None:
-            background.cancel()
 
     asyncio.run(main())
     sys.exit(0)

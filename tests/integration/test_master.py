@@ -94,18 +94,50 @@ def test_killed_child_is_replaced(mta_factory):
     assert replaced
 
 
-def test_child_that_dies_at_once_is_throttled(mta_factory):
+def test_failed_starts_back_off_from_a_second(mta_factory):
+    """An error exit before ready throttles: 1 s, then 2 s, then 4 s ... (not a flat minute)."""
     mta = mta_factory(master_cf=probe_cf(f"crash unix - - n - - {PROBE} crash\n"),
                       service_throttle_time="60s")
     # A waiting connection keeps the socket readable: without throttling,
     # master would start one crashing process after another.
     with socket.socket(socket.AF_UNIX) as waiting:
         waiting.connect(str(mta.queue_dir / "private" / "crash"))
-        mta.wait_log(r"probe: bad command startup -- throttling")
-        deadline = time.monotonic() + 1.5
+        wait_for(lambda: mta.log().count("exit status 3") >= 3, 25, "three failed starts")
+        assert mta.log().count("probe: bad command startup -- throttling") == 3
+        # The fourth start waits 4 s after the third failure.
+        deadline = time.monotonic() + 2.5
         while time.monotonic() < deadline:
-            assert mta.log().count("exit status 3") == 1
+            assert mta.log().count("exit status 3") == 3
             time.sleep(0.1)
+
+
+def test_signal_death_of_a_young_process_is_not_throttled(mta_factory, shared_dir):
+    """An OOM kill or an admin's kill before ready: replaced at once, never throttled."""
+    marker = shared_dir / "killed"
+    mta = mta_factory(master_cf=probe_cf(f"young unix - - n - 1 {PROBE} killself {marker}\n"),
+                      service_throttle_time="60s")
+    reply = ask(mta, "private/young", timeout=20)
+    assert marker.exists() and reply["args"] == ["killself", str(marker)]
+    assert "killed by signal 9" in mta.log()
+    assert "throttling" not in mta.log()
+
+
+def test_reload_while_a_child_starts_kills_nothing(mta_factory):
+    """SIGUSR1 that reaches a daemon before its handler waits for it."""
+    mta = mta_factory(master_cf=probe_cf(f"slow unix - - n - 1 {PROBE} slowstart\n"))
+    with socket.socket(socket.AF_UNIX) as waiting:
+        waiting.settimeout(20)
+        waiting.connect(str(mta.queue_dir / "private" / "slow"))
+        # (ps may cut the command line short: "probe slow" is enough)
+        wait_for(lambda: any("probe slow" in a for a in mta.children().values()), 10, "the slow child")
+        assert mta.run("postpy", "reload").returncode == 0
+        mta.wait_log(r"reload -- version")
+        waiting.sendall(b"x")
+        reply = json.loads(waiting.recv(4096))
+        assert reply["args"] == ["slowstart"]
+    log = mta.log()
+    assert "killed by signal" not in log
+    assert "throttling" not in log
 
 
 def test_reload_picks_up_changes_and_keeps_connections(mta_factory):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pwd
 import signal
+import socket
 import time
 
 from conftest import IS_ROOT, MAIL_OWNER, ROOT, as_user, wait_for
@@ -40,6 +41,15 @@ def inject(mta, recipients: list[str], sender: str = "sender@test.example",
         os.chown(path, owner.pw_uid, owner.pw_gid)
     send_trigger(str(mta.queue_dir / "public" / "qmgr"), SCAN)
     return queue_id
+
+
+def listening(path) -> bool:
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def journal_lines(path) -> list[str]:
@@ -203,3 +213,23 @@ def test_delay_warning_sent_once_and_reason_still_listed(mta_factory, shared_dir
     assert [e.action for e in env.log].count("warned") == 1       # once only
     listing = mta.run("postqueue", "-j").stdout
     assert '"delay_reason": "try again later"' in listing, listing
+
+
+def test_result_of_a_delivery_in_flight_is_recorded_when_master_dies(mta_factory, shared_dir):
+    """master SIGKILLed while an agent delivers: qmgr records the result
+    before it exits, so the next master does not deliver it again."""
+    journal = shared_dir / "journal"
+    mta = mta_factory(master_cf=qmgr_cf(str(journal)))
+    queue_id = inject(mta, ["slow@mx.test.example"])
+    wait_for(lambda: (shared_dir / "journal.started").exists(), 15, "the delivery to start")
+    qmgr = [pid for pid, args in mta.children().items() if "qmgr" in args]
+    os.kill(mta.master_pid(), signal.SIGKILL)
+    # qmgr has seen master go once it stops listening; only then may the delivery end.
+    wait_for(lambda: not listening(mta.queue_dir / "public" / "qmgr"), 10, "qmgr to stop listening")
+    (shared_dir / "journal.go").touch()
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in qmgr), 20, "the old qmgr to exit")
+    assert "Executor shutdown" not in mta.log()
+    assert "fatal" not in mta.log()
+    mta.wait_log(rf"{queue_id}: removed")
+    assert journal_lines(journal) == [f"{queue_id} slow@mx.test.example"]
+    assert mta.queue_ids("active") == []

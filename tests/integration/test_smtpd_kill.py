@@ -1,5 +1,6 @@
 """kill -9 of smtpd during a stream of messages: every message that got a
-250 is in the queue, complete, with its own content."""
+250 is in the queue, complete, with its own content.  kill -9 of master
+with a session open: `postpy start` works at once."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import os
 import random
 import signal
 import smtplib
+import socket
 import threading
+import time
 from typing import Any
 
 from conftest import wait_for
@@ -72,3 +75,43 @@ def test_kill_smtpd_during_stream(mta_factory: Any) -> None:
     # Nothing with a final name is partial, acknowledged or not.
     for queue_id in mta.queue_ids("incoming"):
         qfile.read_all(str(incoming / queue_id))
+
+
+def test_start_right_after_master_sigkill_with_a_session_open(mta_factory: Any) -> None:
+    """The orphaned daemons stop listening at once: a new master binds the port."""
+    mta = mta_factory(start=False)
+    assert mta.run("postpy", "start").returncode == 0
+    session = smtplib.SMTP("127.0.0.1", mta.port, timeout=10)
+    try:
+        assert session.ehlo()[0] == 250
+        old = list(mta.children())
+        os.kill(mta.master_pid(), signal.SIGKILL)
+        began = time.monotonic()
+        restarted = mta.run("postpy", "start")
+        assert restarted.returncode == 0, restarted.stderr + mta.log()
+        assert time.monotonic() - began < 15
+        assert "Address already in use" not in mta.log()
+        with smtplib.SMTP("127.0.0.1", mta.port, timeout=10) as fresh:
+            assert fresh.ehlo()[0] == 250
+        # every daemon of the killed master goes away by itself
+        wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in old), 30, "orphans to exit")
+    finally:
+        session.close()
+        stopped = mta.run("postpy", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+
+
+def test_start_reports_master_death_at_once(mta_factory: Any) -> None:
+    """A master that cannot bind dies; `postpy start` says so without waiting 20 s."""
+    mta = mta_factory(start=False)
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", mta.port))
+        squatter.listen(1)
+        began = time.monotonic()
+        result = mta.run("postpy", "start")
+        elapsed = time.monotonic() - began
+    assert result.returncode == 1
+    assert "startup failed" in result.stderr
+    assert elapsed < 15, elapsed
+    assert "Address already in use" in mta.log()

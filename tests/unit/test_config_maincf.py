@@ -310,3 +310,48 @@ def test_validate_reports_loops(tmp_path: Path) -> None:
 
 def test_defaults_validate_cleanly(tmp_path: Path) -> None:
     assert load_config(str(tmp_path)).validate() == []
+
+
+# Malformed bytes and values: ConfigError naming file and line, from the
+# reader (bytes) or from validate() (values), never another exception.
+@pytest.mark.parametrize("data, line, message", [
+    (b"# \xff in a comment is fine\nmyhostname = a\x00b\n", 2, "a NUL character in column 15"),
+    (b"myhostname = caf\xe9\n", 1, "text that is not UTF-8 in column 17"),
+    (b"a = 1\nb = 2\n  continued \xff\n", 2, "not UTF-8"),     # reported at the logical line's first line
+])
+def test_malformed_bytes(tmp_path: Path, data: bytes, line: int, message: str) -> None:
+    (tmp_path / "main.cf").write_bytes(data)
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}/main\.cf, line \d+: .*{re.escape(message)}"):
+        load_config(str(tmp_path))
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("max_use = " + "9" * 5000, "bad numerical configuration: max_use = 999"),
+    ("message_size_limit = -" + "9" * 5000, "bad numerical configuration: message_size_limit = -999"),
+    ("max_idle = " + "9" * 5000 + "s", "bad time value for parameter max_idle"),
+    ("max_idle = 1." + "9" * 5000, "bad time value for parameter max_idle"),
+    ("max_use = 9999999999999999999", "bad numerical configuration"),
+])
+def test_huge_numbers_are_config_errors(tmp_path: Path, setting: str, message: str) -> None:
+    (tmp_path / "main.cf").write_text(f"# x\n{setting}\n")
+    errors = load_config(str(tmp_path)).validate()
+    assert len(errors) == 1 and errors[0].startswith(f"{tmp_path}/main.cf, line 2: {message}"), errors
+
+
+def test_a_default_that_refers_to_a_bad_setting_names_its_line(tmp_path: Path) -> None:
+    (tmp_path / "main.cf").write_text("# x\n\ndefault_process_limit = " + "9" * 30 + "\n")
+    errors = load_config(str(tmp_path)).validate()
+    assert errors and all(e.startswith(f"{tmp_path}/main.cf, line 3: ") for e in errors), errors
+
+
+def test_deep_expansion_chain_is_a_config_error() -> None:
+    explicit = {f"p{i}": f"$p{i + 1}" for i in range(500)}
+    with pytest.raises(ConfigError, match="expansion nested deeper than 100"):
+        Config("/nonexistent", explicit).get("p0")
+
+
+def test_loop_through_a_derived_default_names_the_line(tmp_path: Path) -> None:
+    """mydomain comes from myhostname: a loop in myhostname is blamed on its line."""
+    (tmp_path / "main.cf").write_text("# x\nmyhostname = $myhostname.example\n")
+    errors = load_config(str(tmp_path)).validate()
+    assert errors and all(e.startswith(f"{tmp_path}/main.cf, line 2: ") for e in errors), errors

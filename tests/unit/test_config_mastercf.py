@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -144,3 +145,36 @@ def test_embedded_default_master_cf_parses() -> None:
     root = Path(__file__).resolve().parents[2]
     keys = [s.key for s in load_master_cf(str(root / "etc")).services]
     assert "127.0.0.1:2525/inet" in keys and "cleanup/unix" in keys
+
+
+# Malformed bytes and values: always ConfigError naming file and line.
+MALFORMED = [
+    (b"pickup unix n - n 60 1 pick\x00up\n", 1, "a NUL character in column 28"),
+    (b"# ok\np\xffx unix n - n 60 1 pickup\n", 2, "text that is not UTF-8 in column 2"),
+    (b"pickup unix n - n " + b"9" * 5000 + b" 1 pickup\n", 1, "bad wakeup field"),
+    (b"pickup unix n - n 60 " + b"9" * 5000 + b" pickup\n", 1, "bad maxproc field"),
+    (b"x unix n - n 60 1 pickup\n\n127.0.0.1:" + b"9" * 5000 + b" inet n - n - - smtpd\n", 3,
+     "port must be a number"),
+    (b"127.0.0.1:sm\xfftp inet n - n - - smtpd\n", 1, "text that is not UTF-8"),
+    (b"x unix - - n - - cmd\n  -o a\x00=b\n", 2, "a NUL character"),
+    (b"x unix - - n - - cmd -o =1\n", 1, "bad -o option"),
+    (b"x unix - - n - - cmd -o a b=1\n", 1, "bad -o option"),
+]
+
+
+@pytest.mark.parametrize("data, line, message", MALFORMED)
+def test_malformed_bytes_and_numbers(tmp_path: Path, data: bytes, line: int, message: str) -> None:
+    (tmp_path / "master.cf").write_bytes(data)
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}/master\.cf, line {line}: .*{re.escape(message)}"):
+        load_master_cf(str(tmp_path))
+
+
+def test_nine_digit_limits_still_parse() -> None:
+    (service,) = parse_master_cf("x unix - - n 999999999 999999999 cmd\n").services
+    assert (service.wakeup, service.maxproc) == (999999999, 999999999)
+
+
+def test_unreadable_master_cf_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "master.cf").mkdir()
+    with pytest.raises(ConfigError, match=rf"^open {tmp_path}/master\.cf: Is a directory"):
+        load_master_cf(str(tmp_path))
