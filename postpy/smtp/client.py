@@ -26,6 +26,14 @@ be converted safely, and all 8-bit content when
 practice accept).  Mail that *needs* SMTPUTF8 is never sent to a server
 without it: it bounces with 5.6.7 (RFC 6531 section 3.4).
 
+LMTP mode (RFC 2033, ``ClientSettings.lmtp``; the ``lmtp`` program): LHLO
+instead of EHLO (no HELO fallback, no check for our own name in the reply,
+since the LMTP server is usually this very host), the server may be a
+unix-domain socket (``Target.unix``), and after the final dot the server
+sends one reply per accepted recipient, in RCPT order: each becomes that
+recipient's outcome.  A connection lost among those replies defers only
+the recipients whose reply did not arrive.
+
 Every network step has its own limit (``smtp_connect_timeout``,
 ``smtp_helo_timeout``, ``smtp_starttls_timeout``, ``smtp_mail_timeout``,
 ``smtp_rcpt_timeout``, ``smtp_data_init_timeout``,
@@ -54,6 +62,7 @@ from postpy.smtp.tls import TlsPolicy, describe
 from postpy.util import maillog
 
 T = TypeVar("T")
+DATA_DONE = "sending end of data -- message may be sent more than once"
 
 
 class TlsFallback(DeliveryFailure):
@@ -83,9 +92,12 @@ class Session:
                    *, use_tls: bool = True) -> Session:
         local = (settings.bind_address, 0) if settings.bind_address else None
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(target.address, target.port, local_addr=local, limit=1 << 16),
-                settings.timeouts.connect)
+            if target.unix:
+                connect = asyncio.open_unix_connection(target.address, limit=1 << 16)
+            else:
+                connect = asyncio.open_connection(target.address, target.port, local_addr=local,
+                                                  limit=1 << 16)
+            reader, writer = await asyncio.wait_for(connect, settings.timeouts.connect)
         except TimeoutError:
             raise temporary(f"connect to {target.relay}: Connection timed out", "4.4.1") from None
         except OSError as exc:
@@ -138,6 +150,12 @@ class Session:
     async def _hello(self, nexthop: str) -> None:
         t = self.settings.timeouts
         name = self.settings.helo_name
+        if self.settings.lmtp:
+            reply = await self.command(f"LHLO {name}", t.helo, "performing the LHLO handshake")
+            if not reply.ok:
+                raise self._said(reply, "LHLO", next_host=True)
+            self.features = Features.from_ehlo(reply)
+            return
         reply = await self.command(f"EHLO {name}", t.helo, "performing the EHLO handshake")
         if reply.ok:
             self.features = Features.from_ehlo(reply)
@@ -358,9 +376,20 @@ class Session:
                 results[i] = self._outcome(data_reply, "DATA")
             await self._reset()
             return
+        if self.settings.lmtp and not accepted:
+            # RFC 2033 section 4.2 forbids this 354: how many replies follow the
+            # dot is unknown, so the connection cannot be trusted any more.
+            self.usable = False
+            return
         # A server that says 354 with no valid recipient gets an empty message.
         final = await self._send_content(msg, empty=not accepted)
-        for i in accepted:
+        if not self.settings.lmtp:
+            for i in accepted:
+                results[i] = self._outcome(final, "end of DATA")
+            return
+        for n, i in enumerate(accepted):       # RFC 2033 section 4.2: one reply each
+            if n:
+                final = await self._reply(t.data_done, DATA_DONE)
             results[i] = self._outcome(final, "end of DATA")
 
     async def _send_content(self, msg: OutMessage, *, empty: bool = False) -> Reply:
@@ -376,8 +405,7 @@ class Session:
             await self._write(bytes(buffered) + encoder.finish(), t.data_xfer, "sending message body")
         else:
             await self._write(encoder.finish(), t.data_xfer, "sending message body")
-        return await self._reply(t.data_done,
-                                 "sending end of data -- message may be sent more than once")
+        return await self._reply(t.data_done, DATA_DONE)
 
     async def _reset(self) -> None:
         """RSET after an aborted transaction, so the connection can be reused."""

@@ -7,7 +7,8 @@ For a :class:`postpy.ipc.messages.DeliveryRequest` the agent
    sessions per next hop in this process (qmgr bounds it too; this keeps a
    process honest when several qmgr connections share it);
 3. reuses a parked session for the next hop (:mod:`postpy.smtp.cache`), or
-   looks up the servers (:mod:`postpy.smtp.dns`) and tries them in order:
+   looks up the servers (:mod:`postpy.smtp.dns`; :mod:`postpy.smtp.lmtp`
+   for the lmtp program) and tries them in order:
    the next server on a connection failure, a 4xx (or 5xx) greeting, a TLS
    failure or a 421, within ``smtp_mx_address_limit`` addresses and
    ``smtp_mx_session_limit`` greeted sessions;
@@ -24,23 +25,31 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from postpy.ipc.messages import DeliveryRequest, DeliveryResult, RecipientResult
 from postpy.mail.events import Timing, log_delivery
 from postpy.queue.qfile import CorruptQueueFile
 from postpy.smtp.cache import ConnectionCache
 from postpy.smtp.client import Session, TlsFallback
-from postpy.smtp.dns import DestinationResolver, Target
+from postpy.smtp.dns import Target
 from postpy.smtp.failure import DeliveryFailure
 from postpy.smtp.message import BadRequest, Outcome, OutMessage, load_message
 from postpy.smtp.settings import AgentSettings
 from postpy.util import maillog
 
 
-class Agent:
-    """Everything one smtp process shares between its requests."""
+class Destinations(Protocol):
+    """Next hop -> servers to try: :class:`postpy.smtp.dns.DestinationResolver` (SMTP)
+    or :class:`postpy.smtp.lmtp.LmtpDestinations` (LMTP)."""
 
-    def __init__(self, settings: AgentSettings, destinations: DestinationResolver) -> None:
+    async def targets(self, nexthop: str, default_port: int) -> list[Target]: ...
+
+
+class Agent:
+    """Everything one smtp (or lmtp) process shares between its requests."""
+
+    def __init__(self, settings: AgentSettings, destinations: Destinations) -> None:
         self.settings = settings
         self.destinations = destinations
         self.cache = ConnectionCache(settings.cache_time_limit, settings.reuse_time_limit)

@@ -66,13 +66,16 @@ class Target:
     """One server address to try."""
 
     host: str           # MX host name, or the literal as written
-    address: str
+    address: str        # an IP address, or the path of a unix-domain socket (LMTP)
     port: int
     preference: int = 0
+    unix: bool = False
 
     @property
     def relay(self) -> str:
-        """``host[addr]:port`` as logs show it."""
+        """``host[addr]:port`` as logs show it (``path[path]`` for a unix socket)."""
+        if self.unix:
+            return f"{self.host}[{self.address}]"
         return f"{self.host}[{self.address}]:{self.port}"
 
 

@@ -5,7 +5,8 @@ A reply is one or more lines ``CODE-text`` ... ``CODE text``.
 line; :class:`Features` is what an EHLO reply announces (RFC 5321 section
 4.1.1.1 and the extension RFCs).  The status code of a reply is its RFC
 3463 enhanced code when it carries a valid one of the same class (RFC 2034
-section 3), else ``X.0.0`` from the reply code's first digit.
+section 3; on the first line, else on the last), else ``X.0.0`` from the
+reply code's first digit.
 
 Pure data and parsing: no I/O here (see :mod:`postpy.smtp.client`).
 """
@@ -48,11 +49,12 @@ class Reply:
 
     @property
     def dsn(self) -> str:
-        """Enhanced status code (RFC 3463) of this reply."""
-        first = self.lines[0] if self.lines else ""
-        m = _ENHANCED.match(first)
-        if m and m.group(1) == str(self.kind):
-            return f"{m.group(1)}.{int(m.group(2))}.{int(m.group(3))}"
+        """Enhanced status code (RFC 3463) of this reply: from its first line, or its
+        last when only that one has it (some servers, Cyrus lmtpd among them)."""
+        for line in dict.fromkeys((self.lines[0], self.lines[-1]) if self.lines else ()):
+            m = _ENHANCED.match(line)
+            if m and m.group(1) == str(self.kind):
+                return f"{m.group(1)}.{int(m.group(2))}.{int(m.group(3))}"
         return f"{self.kind}.0.0"
 
     def text(self) -> str:

@@ -12,6 +12,10 @@ resolv.conf (the DNS resolver), the TLS CA file, this host's own addresses
 for the mail loop check, the port of the ``smtp`` service.
 
 See :mod:`postpy.smtp.delivery` for what one request does.
+
+lmtp(8) is this same program in LMTP mode: ``libexec/lmtp`` calls
+``main("lmtp")`` (master.cf ``lmtp unix - - n - - lmtp``), which reads the
+``lmtp_*`` parameters and takes next hops as :mod:`postpy.smtp.lmtp` says.
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ from postpy.config.maincf import ConfigError
 from postpy.ipc import codec
 from postpy.ipc.messages import DeliveryRequest
 from postpy.server import skeleton
-from postpy.smtp.delivery import Agent
+from postpy.smtp.delivery import Agent, Destinations
 from postpy.smtp.dns import DestinationResolver, families_for, make_resolver
 from postpy.smtp.failure import DeliveryFailure
+from postpy.smtp.lmtp import LmtpDestinations
 from postpy.smtp.localaddrs import own_addresses
-from postpy.smtp.settings import load_settings
+from postpy.smtp.settings import load_settings, param_name
 from postpy.smtp.tls import TlsConfigError
 from postpy.util import maillog
 
@@ -37,18 +42,20 @@ PEER = "qmgr"
 def build_agent(ctx: skeleton.ServerContext) -> Agent:
     """Everything read from outside the queue directory, done once."""
     cfg = ctx.cfg
+    protocol = ctx.program           # "smtp" or "lmtp"
     try:
-        settings = load_settings(cfg)
+        settings = load_settings(cfg, protocol)
         resolver = make_resolver(cfg.get("dns_resolver_address").strip(),
-                                 cfg.get_time("smtp_dns_timeout"))
-        destinations = DestinationResolver(
+                                 cfg.get_time(param_name("smtp_dns_timeout", protocol)))
+        hosts = DestinationResolver(
             resolver=resolver, myhostname=cfg.get("myhostname"),
             own_addresses=own_addresses(cfg.get_list("inet_interfaces")),
             families=families_for(cfg.get_list("inet_protocols")),
-            lookup=tuple(w.lower() for w in cfg.get_list("smtp_host_lookup")) or ("dns",),
-            rng=random.Random())
+            lookup=tuple(w.lower() for w in cfg.get_list(param_name("smtp_host_lookup", protocol)))
+            or ("dns",), rng=random.Random())
+        destinations: Destinations = LmtpDestinations(hosts) if protocol == "lmtp" else hosts
     except (ConfigError, TlsConfigError, DeliveryFailure, ValueError) as exc:
-        maillog.fatal(f"smtp: {exc}")
+        maillog.fatal(f"{protocol}: {exc}")
     return Agent(settings, destinations)
 
 
@@ -67,9 +74,10 @@ async def handle(ctx: skeleton.ServerContext, reader: asyncio.StreamReader,
         await codec.async_send(writer, result)
 
 
-def main() -> None:
+def main(program: str = "smtp") -> None:
     def before_jail(ctx: skeleton.ServerContext) -> None:
         ctx.extra["agent"] = build_agent(ctx)
 
-    ctx = skeleton.prepare("smtp", before_jail=before_jail)
-    skeleton.run_async_server(ctx, handle)
+    ctx = skeleton.prepare(program, before_jail=before_jail)
+    # A stop lets a delivery in flight finish and reach qmgr (no duplicate).
+    skeleton.run_async_server(ctx, handle, drain_on_stop=True)

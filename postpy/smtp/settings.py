@@ -2,6 +2,9 @@
 
 :func:`load_settings` is the only place that knows which parameter feeds
 which knob; the client and the delivery loop take the dataclasses below.
+In LMTP mode (the ``lmtp`` program) every ``smtp_*`` parameter is read as
+its ``lmtp_*`` twin, ``helo`` spelled ``lhlo`` (:func:`param_name`), as
+Postfix names them.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class ClientSettings:
     skip_5xx_greeting: bool = True
     line_length_limit: int = 998
     mime_output_conversion: bool = True    # 8-bit to 7 bit for servers without 8BITMIME
+    lmtp: bool = False                     # RFC 2033: LHLO, one reply per recipient after the dot
 
 
 @dataclass
@@ -51,28 +55,41 @@ class AgentSettings:
     reuse_time_limit: float = 300.0
 
 
-def load_settings(cfg: Config) -> AgentSettings:
+def param_name(name: str, protocol: str = "smtp") -> str:
+    """``smtp_helo_timeout`` as the ``protocol`` client calls it (``lmtp_lhlo_timeout``)."""
+    if protocol == "smtp":
+        return name
+    return protocol + name.removeprefix("smtp").replace("_helo_", "_lhlo_")
+
+
+def load_settings(cfg: Config, protocol: str = "smtp") -> AgentSettings:
     """Raises ConfigError / TlsConfigError / DeliveryFailure (bad port) with the reason."""
+    def p(name: str) -> str:
+        return param_name(name, protocol)
+
     t = Timeouts(
-        connect=cfg.get_time("smtp_connect_timeout"), helo=cfg.get_time("smtp_helo_timeout"),
-        starttls=cfg.get_time("smtp_starttls_timeout"), mail=cfg.get_time("smtp_mail_timeout"),
-        rcpt=cfg.get_time("smtp_rcpt_timeout"), data_init=cfg.get_time("smtp_data_init_timeout"),
-        data_xfer=cfg.get_time("smtp_data_xfer_timeout"),
-        data_done=cfg.get_time("smtp_data_done_timeout"), rset=cfg.get_time("smtp_rset_timeout"),
-        quit=cfg.get_time("smtp_quit_timeout"))
+        connect=cfg.get_time(p("smtp_connect_timeout")), helo=cfg.get_time(p("smtp_helo_timeout")),
+        starttls=cfg.get_time(p("smtp_starttls_timeout")), mail=cfg.get_time(p("smtp_mail_timeout")),
+        rcpt=cfg.get_time(p("smtp_rcpt_timeout")),
+        data_init=cfg.get_time(p("smtp_data_init_timeout")),
+        data_xfer=cfg.get_time(p("smtp_data_xfer_timeout")),
+        data_done=cfg.get_time(p("smtp_data_done_timeout")),
+        rset=cfg.get_time(p("smtp_rset_timeout")), quit=cfg.get_time(p("smtp_quit_timeout")))
     myhostname = cfg.get("myhostname")
+    lmtp = protocol == "lmtp"
     client = ClientSettings(
-        helo_name=cfg.get("smtp_helo_name") or myhostname, myhostname=myhostname,
-        tls=make_policy(cfg.get("smtp_tls_security_level"), cfg.get("smtp_tls_CAfile")),
-        timeouts=t, bind_address=cfg.get("smtp_bind_address"),
-        skip_5xx_greeting=cfg.get_bool("smtp_skip_5xx_greeting"),
-        line_length_limit=cfg.get_int("smtp_line_length_limit"),
-        mime_output_conversion=not cfg.get_bool("disable_mime_output_conversion"))
+        helo_name=cfg.get(p("smtp_helo_name")) or myhostname, myhostname=myhostname,
+        tls=make_policy(cfg.get(p("smtp_tls_security_level")) or ("none" if lmtp else ""),
+                        cfg.get(p("smtp_tls_CAfile"))),
+        timeouts=t, bind_address=cfg.get(p("smtp_bind_address")),
+        skip_5xx_greeting=cfg.get_bool(p("smtp_skip_5xx_greeting")),
+        line_length_limit=cfg.get_int(p("smtp_line_length_limit")),
+        mime_output_conversion=not cfg.get_bool("disable_mime_output_conversion"), lmtp=lmtp)
     return AgentSettings(
-        client=client, default_port=parse_port(cfg.get("smtp_tcp_port").strip(), 25),
-        destination_limit=cfg.get_int("smtp_destination_concurrency_limit"),
-        address_limit=cfg.get_int("smtp_mx_address_limit"),
-        session_limit=cfg.get_int("smtp_mx_session_limit"),
-        cache_on_demand=cfg.get_bool("smtp_connection_cache_on_demand"),
-        cache_time_limit=cfg.get_time("smtp_connection_cache_time_limit"),
-        reuse_time_limit=cfg.get_time("smtp_connection_reuse_time_limit"))
+        client=client, default_port=parse_port(cfg.get(p("smtp_tcp_port")).strip(), 24 if lmtp else 25),
+        destination_limit=cfg.get_int(p("smtp_destination_concurrency_limit")),
+        address_limit=cfg.get_int(p("smtp_mx_address_limit")),
+        session_limit=cfg.get_int(p("smtp_mx_session_limit")),
+        cache_on_demand=cfg.get_bool(p("smtp_connection_cache_on_demand")),
+        cache_time_limit=cfg.get_time(p("smtp_connection_cache_time_limit")),
+        reuse_time_limit=cfg.get_time(p("smtp_connection_reuse_time_limit")))
