@@ -63,10 +63,12 @@ class Rcpt:
 #   rewrite      "yes": add missing Message-ID/Date/From (local submission, mynetworks)
 #   extract      "yes": take recipients from To/Cc/Bcc (sendmail -t); Bcc is removed
 #   log_prefix   e.g. "uid=1000" for pickup's "from=" log line
+#   content_filter  transport:nexthop from the receiving service's content_filter
+#                (stored in the queue file; qmgr routes every recipient there)
 CLEANUP_ATTRS = frozenset({
     "origin", "client_name", "client_addr", "client_port", "helo", "protocol", "tls",
     "sasl_username", "sasl_method", "envid", "ret", "body", "smtputf8", "uid",
-    "full_name", "rewrite", "extract", "log_prefix",
+    "full_name", "rewrite", "extract", "log_prefix", "content_filter",
 })
 
 

@@ -20,7 +20,9 @@ The message arrives on standard input (see
 collected (the first :data:`OUTPUT_LIMIT` bytes; the rest is read and
 dropped) for the delivery status text.
 
-Verdicts:
+Running the command and judging its exit are shared with pipe(8) in
+:mod:`postpy.mail.command`; this module adds local's shell, environment
+and working directory.  Verdicts:
 
 - exit 0: delivered;
 - after ``command_time_limit`` seconds the process group is killed:
@@ -37,51 +39,19 @@ Verdicts:
 
 from __future__ import annotations
 
-import os
-import re
-import selectors
-import signal
-import subprocess
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from postpy.local.outcome import DeliveryError
-from postpy.local.privileges import Identity, root_mode
+from postpy.mail import command as shared
+from postpy.mail.command import OUTPUT_LIMIT, SYSEXITS, TEXT_LIMIT, CommandResult, printable
 from postpy.util import privs
+from postpy.util.privs import Identity
 
-OUTPUT_LIMIT = 4096
-TEXT_LIMIT = 256
+__all__ = ["OUTPUT_LIMIT", "PATH", "SHELL", "SYSEXITS", "TEXT_LIMIT", "CommandResult",
+           "environment", "printable", "privs", "run", "verdict"]
+
 SHELL = "/bin/sh"
 PATH = "/usr/bin:/bin"
-
-# exit status -> (status code, meaning)
-SYSEXITS: dict[int, tuple[str, str]] = {
-    64: ("5.3.0", "command line usage error"),
-    65: ("5.6.0", "data format error"),
-    66: ("5.3.0", "cannot open input"),
-    67: ("5.1.1", "user unknown"),
-    68: ("5.1.2", "host name unknown"),
-    69: ("5.3.0", "service unavailable"),
-    70: ("5.3.0", "internal software error"),
-    71: ("4.3.0", "system resource problem"),
-    72: ("5.3.0", "critical OS file missing"),
-    73: ("5.2.0", "can't create user output file"),
-    74: ("5.3.0", "input/output error"),
-    75: ("4.3.0", "temporary failure"),
-    76: ("5.5.0", "remote error in protocol"),
-    77: ("5.7.0", "permission denied"),
-    78: ("5.3.5", "local configuration error"),
-}
-
-_ENHANCED = re.compile(r"([45])\.([0-9]{1,3})\.([0-9]{1,3})(?:\s+|$)")
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    status: int             # exit status, or -signal
-    output: bytes           # the first OUTPUT_LIMIT bytes of stdout+stderr
-    timed_out: bool = False
 
 
 def environment(who: Identity, *, sender: str, recipient: str, local: str, extension: str,
@@ -93,109 +63,13 @@ def environment(who: Identity, *, sender: str, recipient: str, local: str, exten
     }
 
 
-def _child_setup(who: Identity) -> None:
-    """In the child, before exec: become ``who`` for good, go home."""
-    if root_mode():
-        privs.drop_to(who.uid, who.gid)
-    try:
-        os.chdir(who.home or "/")
-    except OSError:
-        os.chdir("/")
-
-
 def run(command: str, data: bytes, who: Identity, env: Mapping[str, str],
         time_limit: float) -> CommandResult:
     """Run ``command`` with ``data`` on stdin; wait at most ``time_limit`` seconds."""
-    if root_mode() and who.uid == 0:
-        raise privs.PrivilegeError("refusing to run a command as root")
-    proc = subprocess.Popen(
-        [SHELL, "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, env=dict(env), close_fds=True, start_new_session=True,
-        preexec_fn=lambda: _child_setup(who))
-    assert proc.stdin is not None and proc.stdout is not None
-    deadline = time.monotonic() + time_limit
-    output = bytearray()
-    view = memoryview(data)
-    sel = selectors.DefaultSelector()
-    os.set_blocking(proc.stdin.fileno(), False)
-    sel.register(proc.stdin, selectors.EVENT_WRITE)
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    timed_out = False
-    try:
-        if not view:
-            sel.unregister(proc.stdin)
-            proc.stdin.close()
-        while sel.get_map():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                timed_out = True
-                break
-            for key, _ in sel.select(min(remaining, 1.0)):
-                if key.fileobj is proc.stdin:
-                    try:
-                        view = view[os.write(proc.stdin.fileno(), view[:65536]):]
-                    except BlockingIOError:
-                        continue
-                    except (BrokenPipeError, OSError):
-                        view = view[:0]        # the command stopped reading: fine
-                    if not view:
-                        sel.unregister(proc.stdin)
-                        proc.stdin.close()
-                else:
-                    chunk = os.read(proc.stdout.fileno(), 65536)
-                    if not chunk:
-                        sel.unregister(proc.stdout)
-                    elif len(output) < OUTPUT_LIMIT:
-                        output += chunk[:OUTPUT_LIMIT - len(output)]
-        if not timed_out:
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                timed_out = True
-        if timed_out:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-    finally:
-        sel.close()
-        if not proc.stdin.closed:
-            proc.stdin.close()
-        proc.stdout.close()
-        if proc.returncode is None:         # an exception above: never leave it running
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-    return CommandResult(proc.returncode, bytes(output), timed_out)
-
-
-def printable(output: bytes, limit: int = TEXT_LIMIT) -> str:
-    """Command output fit for a log line and a DSN: one line, printable ASCII."""
-    text = output.decode("utf-8", "replace")
-    text = "".join(ch if ch.isprintable() and ch.isascii() else " " for ch in text)
-    text = " ".join(text.split())
-    return text[:limit]
+    return shared.run([SHELL, "-c", command], data, who, env, time_limit, cwd=who.home or "/")
 
 
 def verdict(command: str, result: CommandResult) -> DeliveryError | None:
     """None for success, else the error to report (see the module docstring)."""
-    if result.timed_out:
-        return DeliveryError("4.3.0", f'Command time limit exceeded: "{command}"')
-    if result.status == 0:
-        return None
-    output = printable(result.output, OUTPUT_LIMIT)
-    if result.status < 0:
-        return DeliveryError("4.3.0", f'Command died with signal {-result.status}: "{command}"'
-                                      + (f". Command output: {output[:TEXT_LIMIT]}" if output else ""))
-    m = _ENHANCED.match(output)
-    if m:
-        dsn = ".".join(m.group(1, 2, 3))
-        return DeliveryError(dsn, output[m.end():][:TEXT_LIMIT] or f'Command failed: "{command}"')
-    tail = f". Command output: {output[:TEXT_LIMIT]}" if output else ""
-    if result.status in SYSEXITS:
-        dsn, meaning = SYSEXITS[result.status]
-        return DeliveryError(dsn, f"{meaning}{tail}")
-    return DeliveryError("5.3.0", f'Command died with status {result.status}: "{command}"{tail}')
+    failure = shared.verdict(command, result)
+    return None if failure is None else DeliveryError(failure.dsn, failure.text)

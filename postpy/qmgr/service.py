@@ -29,6 +29,13 @@ Triggers on ``public/qmgr`` (one connection each): ``A`` or ``W`` scan
 incoming (``W`` also the deferred queue when due), ``F`` flush all
 deferred mail, ``I<queue id>\\n`` deliver one message now, ``S<site>\\n``
 deliver deferred mail for a domain now.
+
+Stopping (master's reload or stop, or master gone): qmgr schedules nothing
+more, starts no delivery it has not sent yet, waits for the replies to the
+requests already sent (up to ``SHUTDOWN_GRACE``, less than master's own
+grace) and records each one before it returns; the skeleton keeps the event
+loop and its executor alive until then.  What is not finished stays in
+``active/`` for the next qmgr.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from postpy.ipc.messages import (
     RecipientResult,
 )
 from postpy.mail.events import Timing, log_delivery
+from postpy.qmgr.filter import filter_route
 from postpy.qmgr.message import ActiveMessage, outcome
 from postpy.qmgr.notices import request_notice
 from postpy.qmgr.resolve import Route, domain_of, resolve
@@ -56,7 +64,7 @@ from postpy.server import skeleton
 from postpy.server.skeleton import ServerContext
 from postpy.util import maillog
 
-SHUTDOWN_GRACE = 30.0
+SHUTDOWN_GRACE = 15.0      # below master's STOP_GRACE: qmgr records before it is killed
 
 
 class Qmgr:
@@ -215,7 +223,7 @@ class Qmgr:
         groups: dict[tuple[str, str], list[qfile.Recipient]] = {}
         immediate: list[RecipientResult] = []
         for rcpt in pending:
-            route = resolve(self.cfg, rcpt.address)
+            route = filter_route(env.attrs, rcpt.address) or resolve(self.cfg, rcpt.address)
             if route.error:
                 immediate.append(self._route_error(msg, rcpt, route))
             else:
@@ -385,15 +393,20 @@ class Qmgr:
         await self._drain()
 
     async def _drain(self) -> None:
-        """On reload/stop: let deliveries in flight finish so their results are recorded."""
+        """On reload/stop: start nothing new; let deliveries in flight finish
+        and their results be recorded (every one, before we return)."""
+        for pool in self.pools.values():
+            pool.stop()
         deadline = time.monotonic() + SHUTDOWN_GRACE
         while (self.tasks or any(p.busy() for p in self.pools.values())) and time.monotonic() < deadline:
-            for pool in self.pools.values():
-                pool.clear_waiting()
             await asyncio.sleep(0.05)
+        if self.tasks:
+            # Past the deadline: results already received are still written.
+            await asyncio.wait(list(self.tasks), timeout=5.0)
 
 
 def main() -> None:
     ctx = skeleton.prepare("qmgr")
     qmgr = Qmgr(ctx)
-    skeleton.run_async_server(ctx, qmgr.on_trigger, persistent=True, busy_at=1 << 30, startup=qmgr.run)
+    skeleton.run_async_server(ctx, qmgr.on_trigger, persistent=True, busy_at=1 << 30,
+                              drain_on_stop=True, startup=qmgr.run)

@@ -11,7 +11,9 @@ A text envelope, the content, an end marker, then appended records::
     POSTPY-Q1\\n                      magic and version
     T<arrival epoch seconds>\\n        arrival time (float)
     S<sender>\\n                       envelope sender; empty for <>
-    A<name>=<value>\\n                 attribute (client_addr, helo, envid, ret, ...)
+    A<name>=<value>\\n                 attribute (client_addr, helo, envid, ret, ...;
+                                      content_filter: qmgr sends every recipient
+                                      to this transport:nexthop instead)
     R<st><address>\\t<orig>\\t<orcpt>\\t<notify>\\n      one per recipient
     M<content length, 20 digits>\\n    start of content
     <content length bytes>            the message, header and body, LF line ends

@@ -46,6 +46,7 @@ def build_envelope(s: Session) -> CleanupEnvelope:
         "envid": mail.envid, "ret": mail.ret, "body": mail.body,
         "smtputf8": "yes" if mail.smtputf8 else "",
         "sasl_method": s.sasl_method, "sasl_username": s.sasl_username,
+        "content_filter": s.settings.content_filter,
         # A mail client's submission gets Message-ID/Date added when missing.
         "rewrite": "yes" if s.settings.rewrite_all or s.sasl_username or (
             s.settings.rewrite_mynetworks and client.trusted) else "",
