@@ -83,6 +83,7 @@ PARAMS: tuple[Param, ...] = (
     _P("bounce_queue_lifetime", "time", "5d", "Age at which an undeliverable bounce is dropped.", 0),
     _P("delay_warning_time", "time", "0h", "Age at which the sender is told of a delay (0: never).", 0),
     _P("default_destination_recipient_limit", "int", "50", "Recipients in one delivery request at most.", 1),
+    _P("receive_override_options", "list", "", "What a receiving service turns off: no_address_mappings, no_header_body_checks, no_unknown_recipient_checks, no_milters."),
     _P("content_filter", "str", "", "transport:nexthop that gets all mail after the queue, instead of its recipients' routes."),
     _P("transport_maps", "list", "", "Tables mapping recipients to transport:nexthop."),
     _P("default_transport", "str", "smtp", "Transport for non-local mail."),

@@ -65,10 +65,12 @@ class Rcpt:
 #   log_prefix   e.g. "uid=1000" for pickup's "from=" log line
 #   content_filter  transport:nexthop from the receiving service's content_filter
 #                (stored in the queue file; qmgr routes every recipient there)
+#   overrides    receive_override_options of the receiving service, comma-separated
+#                (see postpy.cleanup.overrides; not stored)
 CLEANUP_ATTRS = frozenset({
     "origin", "client_name", "client_addr", "client_port", "helo", "protocol", "tls",
     "sasl_username", "sasl_method", "envid", "ret", "body", "smtputf8", "uid",
-    "full_name", "rewrite", "extract", "log_prefix", "content_filter",
+    "full_name", "rewrite", "extract", "log_prefix", "content_filter", "overrides",
 })
 
 

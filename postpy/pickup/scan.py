@@ -52,6 +52,7 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 
+from postpy.cleanup import overrides
 from postpy.cleanup.client import CleanupClient, CleanupUnavailable
 from postpy.ipc import codec
 from postpy.ipc.messages import CleanupEnvelope, Rcpt
@@ -87,6 +88,8 @@ class PickupSettings:
     myhostname: str = "localhost"   # for notices (returned submissions)
     mail_name: str = "postpy"
     bounce_size_limit: int = 50000
+    content_filter: str = ""        # main.cf or -o on the pickup service, as for smtpd
+    overrides: tuple[str, ...] = () # receive_override_options (postpy.cleanup.overrides)
 
 
 class Pickup:
@@ -172,6 +175,10 @@ class Pickup:
             return self._refuse(sub.name, f"uid {sub.uid} is not in authorized_submit_users")
         attrs = dict(sub.attrs)
         attrs.update(origin="pickup", uid=str(sub.uid), rewrite="yes")
+        if self.settings.content_filter:
+            attrs["content_filter"] = self.settings.content_filter
+        if self.settings.overrides:
+            attrs["overrides"] = overrides.attribute(self.settings.overrides)
         # ``orig`` (orig_to= in delivery logs) is believed only in files of our
         # own (postsuper -r requeues queue files into maildrop/).
         trusted = sub.uid == os.geteuid()

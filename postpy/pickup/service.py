@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import socket
 
+from postpy.cleanup import overrides
+from postpy.config.maincf import ConfigError
 from postpy.pickup.scan import Pickup, PickupSettings
 from postpy.server import skeleton
 from postpy.server.skeleton import ServerContext
+from postpy.util import maillog
 
 
 def drain_trigger(conn: socket.socket) -> bytes:
@@ -35,13 +38,19 @@ def drain_trigger(conn: socket.socket) -> bytes:
 
 def main() -> None:
     ctx = skeleton.prepare("pickup")
+    try:
+        words = overrides.parse(ctx.cfg.get("receive_override_options"))
+    except ConfigError as exc:
+        maillog.fatal(f"pickup: {exc}")
     settings = PickupSettings(timeout=ctx.cfg.get_time("ipc_timeout"),
                               max_frame=ctx.cfg.get_size("ipc_max_frame"),
                               submit_users=tuple(ctx.cfg.get_list("authorized_submit_users")),
                               size_limit=ctx.cfg.get_size("message_size_limit"),
                               myhostname=ctx.cfg.get("myhostname"),
                               mail_name=ctx.cfg.get("mail_name"),
-                              bounce_size_limit=ctx.cfg.get_size("bounce_size_limit"))
+                              bounce_size_limit=ctx.cfg.get_size("bounce_size_limit"),
+                              content_filter=ctx.cfg.get("content_filter").strip(),
+                              overrides=words)
     pickup = Pickup(settings)
     pickup.scan()
 

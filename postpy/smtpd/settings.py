@@ -20,6 +20,7 @@ import ssl
 from collections import Counter
 from dataclasses import dataclass, field
 
+from postpy.cleanup import overrides
 from postpy.config.maincf import Config, ConfigError
 from postpy.qmgr.resolve import own_addresses
 from postpy.sasl.backend import BackendConfigError
@@ -66,6 +67,7 @@ class Settings:
     rewrite_mynetworks: bool = True     # ... = permit_mynetworks
     queue_minfree: int = 0
     content_filter: str = ""            # transport:nexthop recorded with each message
+    overrides: tuple[str, ...] = ()     # receive_override_options words (cleanup.overrides)
     queue_path: str = "."               # statvfs target: the queue file system
     cleanup_path: str = "private/cleanup"
     ipc_timeout: float = 3600.0
@@ -166,6 +168,7 @@ class Settings:
             rewrite_mynetworks="permit_mynetworks" in rewrite,
             queue_minfree=cfg.get_size("queue_minfree"),
             content_filter=cfg.get("content_filter").strip(),
+            overrides=overrides.parse(cfg.get("receive_override_options")),
             ipc_timeout=cfg.get_time("ipc_timeout"),
             ipc_max_frame=cfg.get_size("ipc_max_frame"),
             warnings=warnings,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from postpy.cleanup import overrides
 from postpy.ipc.messages import CleanupEnvelope
 from postpy.smtpd import events, replies, tls
 from postpy.smtpd.commands import CommandError, parse_bdat
@@ -47,6 +48,7 @@ def build_envelope(s: Session) -> CleanupEnvelope:
         "smtputf8": "yes" if mail.smtputf8 else "",
         "sasl_method": s.sasl_method, "sasl_username": s.sasl_username,
         "content_filter": s.settings.content_filter,
+        "overrides": overrides.attribute(s.settings.overrides),
         # A mail client's submission gets Message-ID/Date added when missing.
         "rewrite": "yes" if s.settings.rewrite_all or s.sasl_username or (
             s.settings.rewrite_mynetworks and client.trusted) else "",

@@ -24,6 +24,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,6 +103,9 @@ class PeerState:
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
     tls_sessions: int = 0
     connections: int = 0
+    # Called with (sender, recipients, content without dot-stuffing or the final
+    # dot) before the reply to DATA; returns that reply (a content filter).
+    on_message: Callable[[str, list[str], bytes], str] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -166,12 +170,24 @@ class _Handler(socketserver.StreamRequestHandler):
                 with state.lock:
                     state.messages.append(bytes(data))
                     state.envelopes.append((sender, rcpts))
-                self.say(f"250 2.0.0 Ok: queued as PY{len(state.messages)}")
+                    count = len(state.messages)
+                if state.on_message is not None:
+                    self.say(state.on_message(sender, rcpts, unstuff(bytes(data))))
+                else:
+                    self.say(f"250 2.0.0 Ok: queued as PY{count}")
             elif verb == "QUIT":
                 self.say("221 2.0.0 Bye")
                 return
             else:
                 self.say("250 2.0.0 Ok")
+
+
+def unstuff(data: bytes) -> bytes:
+    """SMTP DATA as received (CRLF lines, dot-stuffed, final dot) -> the message."""
+    lines = data.split(b"\r\n")
+    if lines[-2:] == [b".", b""]:
+        lines = lines[:-2] + [b""]
+    return b"\r\n".join(line[1:] if line.startswith(b".") else line for line in lines)
 
 
 class _Server(socketserver.ThreadingTCPServer):

@@ -19,11 +19,12 @@ import smtplib
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import BIN, IS_ROOT, ROOT, free_port, wait_for
+from smtppeers import PeerState, ThreadPeer
 
 SPAMD = shutil.which("spamd") or ("/usr/sbin/spamd" if os.path.exists("/usr/sbin/spamd") else None)
 SPAMC = shutil.which("spamc")
@@ -132,3 +133,67 @@ def test_spam_is_tagged_clean_mail_passes_and_nothing_is_filtered_twice(
     assert clean["X-Spam-Status"].startswith("No")
     assert clean.get_payload() == clean_body.replace("\r\n", "\n")
     assert clean["Return-Path"] == "<sender@remote.example>"
+
+
+# The after-queue pattern of Postfix's FILTER_README with an SMTP filter: main.cf
+# sends all mail to "scan:[127.0.0.1]:FILTER_PORT"; the filter (here a small SMTP
+# server that runs spamc on each message) hands the result back to a second
+# smtpd that neither filters nor rewrites again.
+AFTER_QUEUE_MASTER_CF = """scan      unix  -       -       n       -       10      smtp
+127.0.0.1:{return_port} inet n  -       n       -       10      smtpd
+  -o content_filter=
+  -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_address_mappings
+  -o mynetworks=127.0.0.0/8
+  -o smtpd_relay_restrictions=permit_mynetworks,reject
+"""
+
+
+def spamc_filter(spamd_port: int, return_port: int) -> Callable[[str, list[str], bytes], str]:
+    """A content filter: the message through spamc, then back to postpy by SMTP."""
+    def handle(sender: str, rcpts: list[str], content: bytes) -> str:
+        assert SPAMC is not None
+        checked = subprocess.run([SPAMC, "-d", "127.0.0.1", "-p", str(spamd_port)], input=content,
+                                 capture_output=True, timeout=60)
+        if checked.returncode != 0 or not checked.stdout:
+            return "451 4.3.0 spamc failed"
+        try:
+            with smtplib.SMTP("127.0.0.1", return_port, timeout=30) as smtp:
+                smtp.sendmail(sender, rcpts, checked.stdout)
+        except (OSError, smtplib.SMTPException) as exc:
+            return f"451 4.3.0 re-injection failed: {exc}"
+        return "250 2.0.0 Ok: filtered"
+    return handle
+
+
+def test_after_queue_smtp_content_filter_tags_spam_once(mta_factory, area: Path, unix_users,
+                                                        spamd: int) -> None:
+    user = unix_users()
+    return_port = free_port()
+    with ThreadPeer(PeerState(name="filter.test")) as peer:
+        peer.state.on_message = spamc_filter(spamd, return_port)
+        mta = mta_factory(start=False, mail_spool_directory=str(area / "mail"),
+                          content_filter=f"scan:[127.0.0.1]:{peer.port}")
+        master_cf = (ROOT / "etc" / "master.cf").read_text().replace("127.0.0.1:2525 ", f"127.0.0.1:{mta.port} ")
+        master_cf += AFTER_QUEUE_MASTER_CF.format(return_port=return_port)
+        (mta.config_dir / "master.cf").write_text(master_cf)
+        mta.start()
+
+        rcpt = f"{user.pw_name}@test.example"
+        with smtplib.SMTP("127.0.0.1", mta.port, timeout=30) as smtp:
+            smtp.sendmail("sender@remote.example", [rcpt],
+                          f"From: sender@remote.example\r\nTo: {rcpt}\r\nSubject: gtube\r\n\r\n{GTUBE}\r\n")
+        # Local submissions are filtered too (content_filter in main.cf applies to pickup).
+        subprocess.run([str(BIN / "sendmail"), "-C", str(mta.config_dir), "-f", "local@test.example", rcpt],
+                       input=f"To: {rcpt}\nSubject: local clean\n\nnothing to see\n".encode(),
+                       check=True, timeout=30)
+        mbox_path = area / "mail" / user.pw_name
+        wait_for(lambda: mbox_path.exists() and len(mailbox.mbox(str(mbox_path))) == 2, 60,
+                 "two messages in the mailbox")
+        assert len(peer.state.messages) == 2                # each went through the filter once
+    log = mta.log()
+    relayed = [line for line in log.splitlines() if f"relay=127.0.0.1[127.0.0.1]:{peer.port}" in line]
+    assert len(relayed) == 2 and all("status=sent" in line for line in relayed)
+    by_subject = {m["Subject"]: m for m in mailbox.mbox(str(mbox_path))}
+    assert by_subject["gtube"]["X-Spam-Flag"] == "YES"
+    assert by_subject["local clean"]["X-Spam-Flag"] is None
+    assert by_subject["local clean"]["X-Spam-Status"].startswith("No")
