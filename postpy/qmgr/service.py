@@ -408,5 +408,6 @@ class Qmgr:
 def main() -> None:
     ctx = skeleton.prepare("qmgr")
     qmgr = Qmgr(ctx)
+    ctx.on_stop.append(qmgr.wake.set)     # stop at once, not at the next 1 s tick
     skeleton.run_async_server(ctx, qmgr.on_trigger, persistent=True, busy_at=1 << 30,
                               drain_on_stop=True, startup=qmgr.run)

@@ -115,12 +115,20 @@ class AgentPool:
 
     def stop(self) -> None:
         """Start nothing more: forget waiting jobs, cancel those not sent yet
-        (qmgr is stopping; the files stay in active/ for the next start)."""
+        (qmgr is stopping; the files stay in active/ for the next start), and
+        close idle connections.  An agent serves one connection until qmgr
+        closes it, so an idle one would keep its process -- and the agent's
+        socket, where a request sent on a connection no process accepted yet
+        waits -- alive until master's grace runs out; closed, the agents exit
+        and such a request ends with an error at once."""
         self.stopping = True
         self.waiting.clear()
         self.ready.clear()
         for task in list(self.unsent):
             task.cancel()
+        for conn in self.idle:
+            conn.close()
+        self.idle = []
 
     async def _open(self) -> _Conn:
         reader, writer = await asyncio.wait_for(

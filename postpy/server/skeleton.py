@@ -94,6 +94,7 @@ class ServerContext:
     master_gone: bool = False
     served: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    on_stop: list[Callable[[], None]] = field(default_factory=list)   # run when stopping begins
 
     def report(self, state: int) -> None:
         if self.status_fd < 0:
@@ -292,6 +293,8 @@ def run_async_server(ctx: ServerContext, handler: AsyncHandler, *,
         def stop() -> None:
             ctx.stopping = True
             wake.set()
+            for notify in ctx.on_stop:     # a background task waiting on its own event
+                notify()
 
         def on_term() -> None:
             stop()
