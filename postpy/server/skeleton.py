@@ -300,11 +300,25 @@ def run_async_server(ctx: ServerContext, handler: AsyncHandler, *,
             stop()
             ctx.terminate()
 
+        def stop_accepting() -> None:
+            """No new connections, without closing the servers yet.  A
+            connection accepted in this loop turn still needs its server open
+            when its setup task runs (asyncio drops it silently otherwise:
+            the client sees the connection closed before the greeting), so
+            servers are closed only after that, by close_servers()."""
+            for server in servers:
+                for lsock in server.sockets:
+                    loop.remove_reader(lsock.fileno())
+
+        def close_servers() -> None:
+            for server in servers:
+                server.close()        # closes the listening sockets: free for a new master
+
         def on_master_gone() -> None:
             loop.remove_reader(ctx.status_fd)
             ctx.master_gone = True
-            for server in servers:
-                server.close()        # closes the listening sockets: free for a new master
+            stop_accepting()
+            loop.call_soon(close_servers)   # after the setup tasks already scheduled
             ctx.listen = []
             stop()
             if not drain_on_stop:
@@ -339,7 +353,7 @@ def run_async_server(ctx: ServerContext, handler: AsyncHandler, *,
                 if ctx.stopping:
                     wake.set()
 
-        servers: list[asyncio.AbstractServer] = []
+        servers: list[asyncio.Server] = []
         for lsock in ctx.listen:
             if lsock.family == socket.AF_UNIX:
                 servers.append(await asyncio.start_unix_server(on_connect, sock=lsock, limit=1 << 20))
@@ -380,13 +394,13 @@ def run_async_server(ctx: ServerContext, handler: AsyncHandler, *,
             elif idle and not persistent:
                 closing = True
             if closing:
-                for server in servers:
-                    server.close()
+                stop_accepting()
                 # A connection accepted just before takes a few loop turns to
                 # reach on_connect (accept task, transport, protocol): let it
                 # get into ``active`` before anyone decides there is no work.
                 for _ in range(ACCEPT_TURNS):
                     await asyncio.sleep(0)
+                close_servers()
                 if not active and background is None:
                     break
 

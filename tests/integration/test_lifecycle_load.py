@@ -114,6 +114,7 @@ def test_reloads_under_load_throttle_nothing(mta_factory: Any, unix_users: Any) 
             wait_for(lambda n=n: mta.log().count("reload -- version") >= n, 15, f"reload {n}")
         wait_for(lambda: all(not t.is_alive() for t in senders.threads), 60, "senders done")
     assert len(senders.accepted) == 120, senders.errors
+    assert senders.errors == []             # a reload drops no connection
     assert_each_once(Path(user.pw_dir), senders.accepted)
     log = mta.log()
     assert "throttling" not in log
