@@ -18,12 +18,12 @@ import imaplib
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+import peer_process
 
 CYRUS_BIN = Path("/usr/lib/cyrus/bin")
 ADMIN = "cyrus"
@@ -85,30 +85,18 @@ EVENTS {{
         os.chmod(base, 0o755)
 
     def start(self, timeout: float = 30.0) -> Cyrus:
-        self.proc = subprocess.Popen(
+        self.proc = peer_process.start(
             [str(CYRUS_BIN / "master"), "-C", str(self.conf), "-M", str(self.base / "cyrus.conf"),
              "-p", str(self.base / "master.pid"), "-D", "-L", str(self.log_path)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
-                raise RuntimeError(f"cyrus master exited {self.proc.returncode}: {out}")
-            if self._greets():
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"cyrus did not open {self.socket_path} in {timeout}s")
+            self._greets, "cyrus master", timeout=timeout)
+        return self
 
     def _greets(self) -> bool:
+        if not peer_process.lmtp_greets(str(self.socket_path)):
+            return False
         try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(5)
-                s.connect(self.socket_path)
-                ok = s.recv(512).startswith(b"220 ")
-                s.sendall(b"QUIT\r\n")
             with socket.create_connection(("127.0.0.1", self.imap_port), 5) as t:
-                return ok and t.recv(512).startswith(b"* OK")
+                return t.recv(512).startswith(b"* OK")
         except OSError:
             return False
 
@@ -142,19 +130,7 @@ EVENTS {{
             client.logout()
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)     # its lmtpd, imapd children
-        except ProcessLookupError:
-            pass
-        self.proc.wait(5)
+        peer_process.stop(self.proc)
         self.proc = None
 
 

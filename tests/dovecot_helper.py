@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+import peer_process
 
 DOVECOT = "/usr/sbin/dovecot"
 
@@ -72,19 +72,9 @@ service auth {{
 """)
 
     def start(self, timeout: float = 20.0) -> Dovecot:
-        self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(self.conf_path)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
-                raise RuntimeError(f"dovecot exited {self.proc.returncode}: {out}\n{self.log()}")
-            if self._answers():
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"dovecot did not open {self.socket_path} in {timeout}s\n{self.log()}")
+        self.proc = peer_process.start([DOVECOT, "-F", "-c", str(self.conf_path)], self._answers,
+                                       "dovecot", timeout=timeout, describe=self.log)
+        return self
 
     def _answers(self) -> bool:
         try:
@@ -106,19 +96,7 @@ service auth {{
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)     # its auth, anvil, log children
-        except ProcessLookupError:
-            pass
-        self.proc.wait(5)
+        peer_process.stop(self.proc)
         self.proc = None
 
 

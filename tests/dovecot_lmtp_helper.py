@@ -21,14 +21,12 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import peer_process
 from dovecot_helper import available as dovecot_available
 
 DOVEADM = "/usr/bin/doveadm"
@@ -141,30 +139,11 @@ service lmtp {{
         return self.vmail / domain / local
 
     def start(self, timeout: float = 20.0) -> DovecotLmtp:
-        self.proc = subprocess.Popen(["/usr/sbin/dovecot", "-F", "-c", str(self.conf_path)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
-                raise RuntimeError(f"dovecot exited {self.proc.returncode}: {out}\n{self.log()}")
-            if self._greets():
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"dovecot did not open {self.socket_path} in {timeout}s\n{self.log()}")
+        self.proc = peer_process.start(["/usr/sbin/dovecot", "-F", "-c", str(self.conf_path)],
+                                       lambda: peer_process.lmtp_greets(str(self.socket_path)),
+                                       "dovecot", timeout=timeout, describe=self.log)
+        return self
 
-    def _greets(self) -> bool:
-        try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(5)
-                s.connect(self.socket_path)
-                ok = s.recv(512).startswith(b"220 ")
-                s.sendall(b"QUIT\r\n")
-                return ok
-        except OSError:
-            return False
 
     # -- reading the mailboxes (what IMAP would show) ---------------------------------
     def doveadm(self, *args: str, timeout: float = 30) -> str:
@@ -186,19 +165,7 @@ service lmtp {{
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)     # its lmtp, auth, log children
-        except ProcessLookupError:
-            pass
-        self.proc.wait(5)
+        peer_process.stop(self.proc)
         self.proc = None
 
 
