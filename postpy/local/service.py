@@ -24,34 +24,17 @@ from __future__ import annotations
 import socket
 
 from postpy.config.maincf import ConfigError
-from postpy.ipc import codec
-from postpy.ipc.messages import DeliveryRequest
 from postpy.local.deliver import LocalAgent
 from postpy.local.settings import LocalSettings
 from postpy.server import skeleton
+from postpy.server.requests import serve_delivery_requests
 from postpy.server.skeleton import ServerContext
 from postpy.util import maillog
-
-PEER = "qmgr"
-
-
-def serve_connection(agent: LocalAgent, conn: socket.socket,
-                     max_frame: int = codec.DEFAULT_MAX_FRAME) -> int:
-    """Answer delivery requests on ``conn`` until the peer closes it; the count."""
-    served = 0
-    conn.settimeout(None)
-    while True:
-        try:
-            request = codec.expect(codec.recv(conn, PEER, max_frame), DeliveryRequest, PEER)
-        except EOFError:
-            return served
-        codec.send(conn, agent.deliver(request))
-        served += 1
 
 
 def handler(ctx: ServerContext, conn: socket.socket) -> None:
     agent = ctx.extra["agent"]
-    serve_connection(agent, conn, ctx.extra["max_frame"])
+    serve_delivery_requests(agent.deliver, conn, ctx.extra["max_frame"])
 
 
 def main() -> None:

@@ -43,7 +43,6 @@ import time
 from dataclasses import dataclass
 
 from postpy.config.maincf import Config, ConfigError
-from postpy.ipc import codec
 from postpy.ipc.messages import DeliveryRequest, DeliveryResult, RecipientResult
 from postpy.mail import command
 from postpy.mail.events import Timing, log_delivery
@@ -51,10 +50,10 @@ from postpy.pipe import content, expand
 from postpy.pipe.settings import PipeSettings, parse
 from postpy.queue import qfile
 from postpy.server import skeleton
+from postpy.server.requests import serve_delivery_requests
 from postpy.server.skeleton import ServerContext
 from postpy.util import maillog, privs
 
-PEER = "qmgr"
 PATH = "/usr/bin:/bin"
 PASSED_ENVIRONMENT = ("TZ", "LANG")
 CONFIG_DSN = "4.3.5"
@@ -171,20 +170,6 @@ class PipeAgent:
         return Verdict(status, failure.dsn, failure.text)
 
 
-def serve_connection(agent: PipeAgent, conn: socket.socket,
-                     max_frame: int = codec.DEFAULT_MAX_FRAME) -> int:
-    """Answer delivery requests on ``conn`` until the peer closes it; the count."""
-    served = 0
-    conn.settimeout(None)
-    while True:
-        try:
-            request = codec.expect(codec.recv(conn, PEER, max_frame), DeliveryRequest, PEER)
-        except EOFError:
-            return served
-        codec.send(conn, agent.deliver(request))
-        served += 1
-
-
 def main() -> None:
     ctx = skeleton.prepare("pipe")
     try:
@@ -194,6 +179,6 @@ def main() -> None:
         maillog.fatal(str(exc))
 
     def handler(_ctx: ServerContext, conn: socket.socket) -> None:
-        serve_connection(agent, conn, max_frame)
+        serve_delivery_requests(agent.deliver, conn, max_frame)
 
     skeleton.run_sync_server(ctx, handler)

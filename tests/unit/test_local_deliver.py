@@ -27,8 +27,8 @@ from postpy.ipc import codec
 from postpy.ipc.messages import DeliveryRcpt, DeliveryRequest, DeliveryResult, Rcpt
 from postpy.local.deliver import LocalAgent
 from postpy.local.outcome import DeliveryError
-from postpy.local.service import serve_connection
 from postpy.queue import qfile, qid
+from postpy.server.requests import serve_delivery_requests
 from postpy.util.privs import Identity
 
 BODY = b"Subject: hello\nTo: someone\n\nFrom the start\nbody\n"
@@ -246,7 +246,7 @@ def test_service_loop_answers_many_requests(base: Path, users: FakeUsers, queue:
     first, second = enqueue(queue, ["alice@test.example"]), enqueue(queue, ["nosuch@test.example"])
     ours, theirs = socket.socketpair()
     served: list[int] = []
-    thread = threading.Thread(target=lambda: served.append(serve_connection(agent, theirs)))
+    thread = threading.Thread(target=lambda: served.append(serve_delivery_requests(agent.deliver, theirs)))
     thread.start()
     try:
         ours.settimeout(20)
