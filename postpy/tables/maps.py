@@ -16,6 +16,11 @@ Supported types:
 ``texthash:/path``
     the postmap source file itself, read into memory without an index and
     re-read when its mtime changes.
+``regexp:/path``, ``pcre:/path``, ``cidr:/path``
+    ordered patterns, first match wins (regexp_table(5), pcre_table(5),
+    cidr_table(5)); read when opened and re-read when the file changes.
+    Keys are never folded: the patterns say how to compare.  See
+    :mod:`postpy.tables.pattern_table`.
 ``inline:{key=value, { key = text, with commas }}``
     entries written in the spec itself.
 ``static:value``, ``static:{value with spaces}``
@@ -44,7 +49,10 @@ from typing import Protocol
 
 from postpy.config.maincf import split_list
 from postpy.tables import source_parser
+from postpy.tables.cidr_table import CIDR
 from postpy.tables.lmdb_table import LmdbTable, TableError
+from postpy.tables.pattern_table import PatternTable, Syntax
+from postpy.tables.regexp_table import PCRE, REGEXP
 from postpy.util import maillog
 
 __all__ = ["Table", "TableError", "open_table", "lookup_in_maps", "split_spec", "clear_cache",
@@ -169,6 +177,7 @@ class _Lmdb:
         return self.table.items()
 
 
+_PATTERN_TYPES: dict[str, Syntax] = {"regexp": REGEXP, "pcre": PCRE, "cidr": CIDR}
 _cache: dict[tuple[str, bool], Table] = {}
 _warned: set[str] = set()
 
@@ -186,6 +195,8 @@ def _open(spec: str, fold: bool) -> Table:
         return _Lmdb(spec, name, fold)
     if kind == "texthash":
         return _Texthash(spec, name, fold)
+    if kind in _PATTERN_TYPES:
+        return PatternTable(spec, name, _PATTERN_TYPES[kind])
     if kind == "inline":
         return _Inline(spec, name, fold)
     if kind == "static":

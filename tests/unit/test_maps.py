@@ -175,7 +175,7 @@ def test_inline_no_fold() -> None:
     ("inline:{novalue}", 'need "key=value"'),
     ("inline:{=x}", 'need "key=value"'),
     ("unix:group.byname", "unknown unix table"),
-    ("regexp:/etc/x", "unsupported dictionary type: regexp"),
+    ("nis:/etc/x", "unsupported dictionary type: nis"),
     ("lmdb:", "missing table file name"),
 ])
 def test_bad_specs(spec: str, message: str) -> None:
