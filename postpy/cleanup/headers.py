@@ -27,7 +27,8 @@ In order:
    ``append_at_myorigin`` is on, in place: ``From: root (Cron Daemon)``
    becomes ``From: root@$myorigin (Cron Daemon)``; display names,
    comments, groups and folding stay as written.  A header that is not an
-   address list is left as it is.
+   address list is left as it is.  Then canonical mapping and masquerading
+   of these headers (:mod:`postpy.cleanup.address_mapping`).
 4. **Missing headers** (pickup or ``rewrite=yes``): ``Message-ID:``
    (``<YYYYMMDDhhmmss.QUEUEID@$myhostname>``, UTC stamp), ``Date:`` and
    ``From:`` (the sender, with ``full_name`` as display name) are appended
@@ -44,6 +45,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from email.utils import formataddr
 
+from postpy.cleanup.address_mapping import AddressMapping
 from postpy.cleanup.envelope import CheckedEnvelope, Refusal, add_recipient, qualify
 from postpy.mail.addrlist import AddressError, parse_address_list, qualify_address_list
 from postpy.mail.headers import (
@@ -175,8 +177,10 @@ def received_header(env: CheckedEnvelope, queue_id: str, settings: HeaderSetting
 
 
 def process_headers(reader: HeaderBlockReader, env: CheckedEnvelope, queue_id: str,
-                    settings: HeaderSettings, now: float) -> HeaderResult:
-    """Apply steps 1-5 of the module docstring; may add recipients to ``env``."""
+                    settings: HeaderSettings, now: float,
+                    mapping: AddressMapping | None = None) -> HeaderResult:
+    """Apply steps 1-5 of the module docstring; may add recipients to ``env``.
+    ``mapping``: canonical mapping and masquerading of the qualified headers."""
     headers = list(reader.headers)
     if count_hops(headers) >= settings.hopcount_limit:
         raise Refusal("perm", "5.4.6 Too many hops")
@@ -188,6 +192,8 @@ def process_headers(reader: HeaderBlockReader, env: CheckedEnvelope, queue_id: s
         raise Refusal("perm", "5.5.1 No recipients specified")
     if env.local:
         headers = qualify_headers(headers, settings.myorigin)
+        if mapping is not None:
+            headers = mapping.map_headers(headers, env, queue_id)
     added: list[str] = []
     message_id = ""
     if env.origin == "pickup" or env.flag("rewrite"):

@@ -10,7 +10,9 @@ may be chrooted to the queue directory, and only ever writes
 Clients: smtpd, pickup, bounce, local (forwarding).  The conversation and
 what cleanup does with the message are in :mod:`postpy.cleanup.session`;
 the envelope rules in :mod:`postpy.cleanup.envelope`; header processing in
-:mod:`postpy.cleanup.headers`.
+:mod:`postpy.cleanup.headers`; address rewriting (canonical maps,
+masquerading, virtual aliases) in :mod:`postpy.cleanup.address_mapping`;
+header_checks and body_checks in :mod:`postpy.cleanup.checks`.
 
 Leftovers of a kill -9: a cleanup process that dies mid-message leaves
 ``incoming/.ID.tmp`` (never a file with a final name).  Every cleanup
@@ -25,6 +27,7 @@ import os
 import socket
 import time
 
+from postpy.cleanup.checks import CheckSettings
 from postpy.cleanup.session import CleanupSettings, serve
 from postpy.queue import qid
 from postpy.server import skeleton
@@ -67,7 +70,8 @@ def remove_stale_temp_files(directory: str, max_age: float, now: float | None = 
 
 def main() -> None:
     time.localtime()    # load the time zone now: /etc/localtime is not inside a chroot
-    ctx = skeleton.prepare("cleanup")
+    # The check tables are read before a chroot (kept if their files are out of sight).
+    ctx = skeleton.prepare("cleanup", before_jail=lambda c: CheckSettings.from_config(c.cfg).open_tables())
     settings = CleanupSettings.from_config(ctx.cfg)
     remove_stale_temp_files(settings.incoming, ctx.cfg.get_time("daemon_timeout"))
 

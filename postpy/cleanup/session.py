@@ -40,9 +40,12 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from postpy.cleanup import disposition
+from postpy.cleanup.address_mapping import AddressMapping
+from postpy.cleanup.checks import CheckSettings, ContentChecks, ContentRefusal
 from postpy.cleanup.envelope import CheckedEnvelope, Refusal, check_envelope
 from postpy.cleanup.headers import HeaderSettings, process_headers
 from postpy.config.maincf import Config
@@ -71,6 +74,8 @@ class CleanupSettings:
     timeout: float = 3600.0
     incoming: str = INCOMING                     # relative to the queue directory
     qmgr_trigger: str = "public/qmgr"
+    mapping: AddressMapping = field(default_factory=AddressMapping)   # canonical, masquerade, virtual
+    checks: CheckSettings = field(default_factory=CheckSettings)      # header_checks, body_checks
 
     @classmethod
     def from_config(cls, cfg: Config) -> CleanupSettings:
@@ -86,6 +91,8 @@ class CleanupSettings:
             queue_minfree=cfg.get_size("queue_minfree"),
             max_frame=cfg.get_size("ipc_max_frame"),
             timeout=cfg.get_time("ipc_timeout"),
+            mapping=AddressMapping.from_config(cfg),
+            checks=CheckSettings.from_config(cfg),
         )
 
 
@@ -106,6 +113,7 @@ class Session:
         self.size = 0                   # content bytes received from the client
         self._last_byte = b""           # last content byte written (final LF check)
         self.returned = False           # refused, but queued to be returned to the sender
+        self.checks: ContentChecks | None = None    # header/body checks of this message
 
     # -- the conversation -------------------------------------------------
     def run(self) -> CleanupResult | None:
@@ -144,6 +152,7 @@ class Session:
 
     def _check(self, msg: CleanupEnvelope) -> None:
         self.env = check_envelope(msg, self.settings.headers.myorigin)
+        self.settings.mapping.map_sender(self.env, self.queue_id)
         self.sender = self.env.sender
 
     def _read_content(self) -> None:
@@ -165,7 +174,7 @@ class Session:
                 if self.reader.feed(payload):
                     self._guard(self._start, False)
             else:
-                self._guard(self._write, payload)
+                self._guard(self._write_body, payload)
 
     def _complete(self) -> CleanupResult:
         """After E: finish the file durably, or report why not."""
@@ -218,8 +227,14 @@ class Session:
         """The header block is complete: decide, then create the file."""
         assert self.env is not None
         env = self.env
+        self.checks = self.settings.checks.for_message(env, self.queue_id)
+        if self.checks is not None:
+            self.reader.headers = self.checks.check_headers(self.reader.headers)
         result = process_headers(self.reader, env, self.queue_id, self.settings.headers,
-                                 self.arrival)
+                                 self.arrival, self.settings.mapping)
+        self.settings.mapping.map_recipients(env, self.queue_id)
+        if self.checks is not None:
+            self.checks.apply_to(env)     # REDIRECT, FILTER, BCC from the headers
         for name in self.reader.truncated:
             maillog.warning(f"{self.queue_id}: header {name} exceeds header_size_limit: truncated")
         if self.settings.queue_minfree:
@@ -232,7 +247,11 @@ class Session:
         maillog.info(f"{self.queue_id}: message-id={result.message_id or '<>'}")
         body = self.reader.body_start
         separator = self.reader.separator or body or not at_eof
-        self._write(result.data + (b"\n" if separator else b"") + body)
+        self._write(result.data + (b"\n" if separator else b""))
+        self._write_body(body)
+
+    def _write_body(self, data: bytes) -> None:
+        self._write(data if self.checks is None else self.checks.body(data))
 
     def _write(self, data: bytes) -> None:
         assert self.writer is not None
@@ -242,9 +261,15 @@ class Session:
 
     def _finish(self) -> None:
         assert self.writer is not None
+        if self.checks is not None:
+            self._write(self.checks.end())
         if self._last_byte != b"\n":
             self._write(b"\n")               # every stored line ends with LF
-        self.writer.finish()
+        if self.checks is None:
+            self.writer.finish()
+        else:
+            assert self.env is not None
+            disposition.finish(self.writer, self.checks, self.env, self.arrival)
         self.writer = None
 
     # -- failure paths ------------------------------------------------------------
@@ -263,7 +288,8 @@ class Session:
         self._abort()
         if self.refusal is None:
             self.refusal = refusal
-            maillog.info(f"{self.queue_id}: reject: {refusal.reply}; from=<{self.sender}>")
+            if not isinstance(refusal, ContentRefusal):     # checks logged their own line
+                maillog.info(f"{self.queue_id}: reject: {refusal.reply}; from=<{self.sender}>")
 
     def _abort(self) -> None:
         if self.writer is not None:

@@ -267,15 +267,15 @@ def _local_user_known(cfg: Config, address: str) -> bool:
 
 def describe(cfg: Config, address: str) -> tuple[str, bool]:
     """``address... deliverable via T to H`` (or why not) and whether it is deliverable."""
+    from postpy.cli.verify import verdict
     from postpy.qmgr.resolve import resolve
 
     qualified = address
     if address and "@" not in address:
         qualified = f"{address}@{cfg.get('myorigin')}"
     route = resolve(cfg, qualified)
-    if not route.error and route.transport == "local" and not _local_user_known(cfg, qualified):
-        return f"{address}... undeliverable: 5.1.1 User unknown in local recipient table", False
-    return f"{address}... {route.describe()}", not route.error
+    text, ok = verdict(cfg, qualified, route, lambda: _local_user_known(cfg, qualified))
+    return f"{address}... {text}", ok
 
 
 def verify(opts: Options, cfg: Config) -> int:

@@ -27,6 +27,9 @@ mailbox        mbox form, Delivered-To always  ``delivered to mailbox``
 /dir/          Maildir form                    ``delivered to maildir``
 |command       From line + trace headers       ``delivered to command: CMD``
 address        resubmitted (forward.py)        ``forwarded as ID``
+transport      handed to mailbox_transport or  the other agent's result (it
+               fallback_transport's agent      logs the delivery itself)
+               (handoff.py)
 =============  ==============================  ================================
 
 Duplicates: a destination already handled for this request (e.g. two
@@ -50,7 +53,7 @@ from dataclasses import dataclass, replace
 
 from postpy.ipc.messages import DeliveryRcpt, DeliveryRequest, DeliveryResult, RecipientResult
 from postpy.local import file as file_dest
-from postpy.local import forward, mailbox, maildir, message, pipe
+from postpy.local import forward, handoff, mailbox, maildir, message, pipe
 from postpy.local.message import Message
 from postpy.local.outcome import DEFERRED, DeliveryError, Outcome, combine
 from postpy.local.resolve import (
@@ -59,6 +62,7 @@ from postpy.local.resolve import (
     FORWARD,
     MAILBOX,
     MAILDIR,
+    TRANSPORT,
     Destination,
     Plan,
     Resolver,
@@ -164,6 +168,8 @@ class LocalAgent:
         return outcomes
 
     def _once(self, job: _Job, dest: Destination) -> Outcome:
+        if dest.kind == TRANSPORT:
+            return self._hand_over(job, dest)
         try:
             text = self._deliver_local(job, dest)
             outcome = Outcome.sent(text)
@@ -177,6 +183,19 @@ class LocalAgent:
                             f"{type(exc).__name__}: {exc}")
             outcome = Outcome("deferred", "4.3.0", "local delivery agent error")
         self._log(job.req, dest.rcpt.address, job.orig, job.started, outcome)
+        if len(self._done) < self.settings.duplicate_filter_limit:
+            self._done[dest.key()] = outcome
+        return outcome
+
+    def _hand_over(self, job: _Job, dest: Destination) -> Outcome:
+        """mailbox_transport / fallback_transport: the other agent delivers (and logs)."""
+        rcpt = DeliveryRcpt(job.rcpt.index, dest.rcpt.address, job.orig, job.rcpt.orcpt,
+                            job.rcpt.notify)
+        result, logged = handoff.hand_over(dest.value, job.req, rcpt,
+                                           timeout=self.settings.ipc_timeout)
+        outcome = Outcome(result.status, result.dsn, result.text)
+        if not logged:
+            self._log(job.req, dest.rcpt.address, job.orig, job.started, outcome)
         if len(self._done) < self.settings.duplicate_filter_limit:
             self._done[dest.key()] = outcome
         return outcome

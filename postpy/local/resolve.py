@@ -26,13 +26,18 @@ to lower case):
    is refused (``4.3.5``, and a warning), as a ``.forward`` would be.  If ``owner-NAME`` exists, forwarded copies and the
    deliveries of this expansion use ``owner-NAME@$myorigin`` as sender
    (a null sender stays null).
-3. **User**: no alias and no passwd entry -> ``5.1.1 unknown user: "name"``.
+3. **User**: no alias and no passwd entry -> ``mailbox_transport`` if set
+   (it takes every mailbox, known user or not), else ``fallback_transport``
+   if set, else ``5.1.1 unknown user: "name"``.
 4. **~/.forward** (``forward_path``), acting as the user; ``~/path`` is a
    file in the user's home.
-5. **Mailbox** of the user, written as that user; root's own mailbox as
-   root (:meth:`postpy.local.settings.LocalSettings.mailbox_owner`), while
-   everything else reached for root (commands and files from aliases or
-   root's ``.forward``, root's ``mailbox_command``) runs as ``default_privs``.
+5. **Mailbox** of the user: with ``mailbox_transport``, a
+   :data:`TRANSPORT` destination (the delivery is handed to that transport,
+   :mod:`postpy.local.handoff`); otherwise written as that user, root's own
+   mailbox as root (:meth:`postpy.local.settings.LocalSettings.mailbox_owner`),
+   while everything else reached for root (commands and files from aliases
+   or root's ``.forward``, root's ``mailbox_command``) runs as
+   ``default_privs``.  ``\\user`` targets follow steps 3 and 5.
 
 Self-reference (aliases(5)): an alias found again inside its own expansion
 skips the alias step (so ``alice: alice, bob`` delivers to alice's mailbox
@@ -63,6 +68,7 @@ from postpy.tables.maps import LMDB_ALIASES, TableError, open_table, split_spec
 from postpy.util import maillog
 
 MAILBOX, MAILDIR, FILE, COMMAND, FORWARD = "mailbox", "maildir", "file", "command", "forward"
+TRANSPORT = "transport"     # value: mailbox_transport or fallback_transport (transport[:nexthop])
 ALIAS, DOTFORWARD, INCLUDE, TOP = "alias", "forward", "include", "recipient"
 DEPTH_LIMIT = 50
 
@@ -94,7 +100,7 @@ def split_local(address: str, delimiter: str, owner_special: bool = True) -> Loc
 
 @dataclass(frozen=True)
 class Destination:
-    kind: str               # mailbox | maildir | file | command | forward
+    kind: str               # mailbox | maildir | file | command | forward | transport
     value: str              # user name, path, command line, or address
     privs: Identity         # who delivers (root only for root's own mailbox)
     rcpt: LocalAddress      # the address this is a delivery for (log to=, $RECIPIENT)
@@ -108,6 +114,8 @@ class Destination:
             return (MAILBOX, self.value)
         if self.kind == FORWARD:
             return (FORWARD, self.value.lower(), self.sender.lower())
+        if self.kind == TRANSPORT:
+            return (TRANSPORT, self.value, self.rcpt.address.lower())
         return (self.kind, self.value, str(self.privs.uid))
 
 
@@ -192,14 +200,25 @@ class Resolver:
         if user is None:
             if repeated is not None and repeated != ctx.alias_key:
                 self._fail(rcpt, "5.4.6", f"mail forwarding loop for {rcpt.address}")
-            else:
+            elif not self._hand_over(rcpt, ctx, known=False):
                 self._fail(rcpt, "5.1.1", f'unknown user: "{rcpt.user}"')
             return
         acting = self.settings.acting(user)
         if not skip_forward and self._dot_forward(rcpt, ctx, user, acting):
             return
-        self._add(Destination(MAILBOX, user.name, self.settings.mailbox_owner(user), rcpt,
-                              ctx.sender, ctx.source, user))
+        if not self._hand_over(rcpt, ctx, known=True):
+            self._add(Destination(MAILBOX, user.name, self.settings.mailbox_owner(user), rcpt,
+                                  ctx.sender, ctx.source, user))
+
+    def _hand_over(self, rcpt: LocalAddress, ctx: _Context, known: bool) -> bool:
+        """A TRANSPORT destination instead of the mailbox: ``mailbox_transport``
+        for anyone, ``fallback_transport`` for a user without passwd entry."""
+        s = self.settings
+        spec = s.mailbox_transport or ("" if known else s.fallback_transport)
+        if not spec:
+            return False
+        self._add(Destination(TRANSPORT, spec, ctx.privs, rcpt, ctx.sender, ctx.source))
+        return True
 
     # -- aliases ----------------------------------------------------------------
     def _alias_lookup(self, keys: list[str]) -> tuple[str, str, str] | None:
@@ -311,6 +330,8 @@ class Resolver:
         user = self.settings.users(local.lower())
         domain = ctx.rcpt.domain or self.settings.myorigin
         rcpt = split_local(addr.join_address(local.lower(), domain), "")
+        if self._hand_over(rcpt, ctx, known=user is not None):
+            return
         if user is None:
             self._fail(rcpt, "5.1.1", f'unknown user: "{local.lower()}"')
             return

@@ -47,6 +47,8 @@ class LocalSettings:
     home_mailbox: str = ""
     mail_spool_directory: str = "/var/mail"
     mailbox_command: str = ""
+    mailbox_transport: str = ""         # transport[:nexthop] for every mailbox (local.handoff)
+    fallback_transport: str = ""        # transport[:nexthop] for users without passwd entry
     mailbox_size_limit: int = 0
     recipient_delimiter: str = ""
     command_time_limit: float = 1000.0
@@ -78,6 +80,8 @@ class LocalSettings:
             home_mailbox=cfg.get("home_mailbox"),
             mail_spool_directory=_spool_directory(cfg.get("mail_spool_directory")),
             mailbox_command=(cfg.raw("mailbox_command") or "").strip(),
+            mailbox_transport=cfg.get("mailbox_transport").strip(),
+            fallback_transport=cfg.get("fallback_transport").strip(),
             mailbox_size_limit=cfg.get_size("mailbox_size_limit"),
             recipient_delimiter=cfg.get("recipient_delimiter"),
             command_time_limit=cfg.get_time("command_time_limit"),

@@ -29,18 +29,21 @@ Each :class:`Mailbox` gives the address in canonical form (the local
 part quoted only when it must be, see
 :func:`~postpy.mail.address.quote_local`) and where it stands in the
 text, so that :func:`qualify_address_list` can complete unqualified
-addresses in a header in place, keeping display names, comments and
-folding exactly as written.
+addresses in a header in place, and :func:`replace_addresses` can put
+other addresses in their place (cleanup's canonical mapping and
+masquerading), keeping display names, comments and folding exactly as
+written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from postpy.mail.address import AddressError, quote_local, unquote_local, valid_domain
 
-__all__ = ["AddressError", "Mailbox", "parse_address_list", "addresses", "qualify_address_list"]
+__all__ = ["AddressError", "Mailbox", "parse_address_list", "addresses", "qualify_address_list",
+           "replace_addresses"]
 
 WSP = " \t\r\n"
 SPECIAL_TOKENS = "<>:;@,."          # the specials that are tokens of their own
@@ -320,5 +323,25 @@ def qualify_address_list(text: str, domain: str) -> str | None:
         out.append(text[last:at])
         out.append(f"@{domain}")
         last = at
+    out.append(text[last:])
+    return "".join(out)
+
+
+def replace_addresses(text: str, rewrite: Callable[[Mailbox], str]) -> str | None:
+    """``text`` with each address replaced by ``rewrite(mailbox)``, or None
+    when no address changes.  Only the addr-spec is replaced: ``Name
+    <a@x> (comment)`` becomes ``Name <b@y> (comment)``.  Raises
+    AddressError when the text is not an address list."""
+    out: list[str] = []
+    last = 0
+    for mailbox in parse_address_list(text):
+        new = rewrite(mailbox)
+        if new == mailbox.address:
+            continue
+        out.append(text[last:mailbox.start])
+        out.append(new)
+        last = mailbox.end
+    if not out:
+        return None
     out.append(text[last:])
     return "".join(out)

@@ -1,28 +1,48 @@
 """Where a recipient goes: its transport and next hop (qmgr's routing).
 
-Rules, first match wins:
+First the recipient's domain class gives a route:
 
-1. ``transport_maps``: keys tried are the full address, ``user@domain``
-   without its extension, the domain, each parent domain as ``.parent``,
-   and ``*``.  A value is ``transport:nexthop``; an empty transport means
-   the one rule 2-4 would choose, an empty nexthop the recipient's domain.
-   ``error:text`` bounces with text (``X.Y.Z text`` sets the status),
-   ``retry:text`` defers.
-2. A local domain goes to ``local_transport`` (``local``), next hop the
-   domain.  Local means (:func:`is_local_destination`, the one definition
-   smtpd's RCPT check uses too): no domain at all, a domain in
-   ``mydestination``, or an address literal ``[ip]`` naming one of this
-   host's addresses (``inet_interfaces`` and ``proxy_interfaces``, see
-   :func:`postpy.smtp.localaddrs.receiving_addresses`).  Another address
-   literal is not local: it goes to ``smtp:[ip]``.
-3. With ``relayhost`` set, other mail goes to ``default_transport`` with
-   the relayhost as next hop.
-4. Otherwise ``default_transport`` (``smtp``) with the domain as next hop.
+- **local**: a domain in ``mydestination``, no domain at all, or an
+  address literal ``[ip]`` naming one of this host's addresses
+  (``inet_interfaces`` and ``proxy_interfaces``, see
+  :func:`postpy.smtp.localaddrs.receiving_addresses`).  The one definition
+  (:func:`is_local_destination`) is also smtpd's.  Route:
+  ``local_transport`` (``local:$myhostname``); its next hop, or the
+  recipient's domain when it names none.  Another address literal is not
+  local: it goes to ``smtp:[ip]``.
+- **virtual alias**: a domain in ``virtual_alias_domains`` (default
+  ``$virtual_alias_maps``: a domain that is a key of its own in the table,
+  ``v.example  anything``; :mod:`postpy.tables.domain_list`) and not local.
+  cleanup rewrote every address of it that has a mapping
+  (:mod:`postpy.cleanup.virtual_alias`), so a recipient still there is
+  unknown: ``error``, ``5.1.1 User unknown in virtual alias table``, and
+  neither ``transport_maps`` nor anything below changes that (as Postfix).
+- **virtual mailbox**: a domain in ``virtual_mailbox_domains`` (names,
+  ``.subdomains``, tables or files, :mod:`postpy.tables.domain_list`; the default
+  is ``$virtual_mailbox_maps``).  Route: ``virtual_transport``
+  (``virtual``), e.g. ``lmtp:unix:private/dovecot-lmtp``; an empty next hop
+  means the domain.  postpy has no virtual(8) agent: with the default and
+  no ``virtual`` service in master.cf, qmgr defers such mail and says why
+  (:mod:`postpy.qmgr.services`).  Unknown users of these domains are
+  refused at RCPT (``virtual_mailbox_maps``, :mod:`postpy.smtpd.recipients`).
+- **default** (relay domains included): ``default_transport`` (``smtp``),
+  next hop its own, else ``relayhost``, else the domain.
+
+Then ``transport_maps`` may override it: keys tried are the full address,
+``user@domain`` without its extension, the domain, each parent domain as
+``.parent``, and ``*``.  A value is ``transport:nexthop``; an empty
+transport means the one of the domain class, an empty nexthop the
+recipient's domain.  ``error:text`` bounces with text (``X.Y.Z text`` sets
+the status), ``retry:text`` defers.
+
+Last, ``relocated_maps`` (:mod:`postpy.mail.relocated`) overrides all of
+that, as in Postfix: a moved recipient bounces with ``5.1.6 User has moved
+to NEWADDR``.  A table that cannot be read defers the recipient (4.3.0,
+naming the table's parameter).
 
 sendmail -bv uses the same function, so "how would this be delivered"
 never disagrees with what qmgr does.
 """
-
 from __future__ import annotations
 
 import re
@@ -120,27 +140,79 @@ def _table_lookup(cfg: Config, address: str) -> str | None:
     return None
 
 
-def resolve(cfg: Config, address: str) -> Route:
-    domain = domain_of(address)
-    local = is_local_domain(cfg, domain)
-    local_transport, local_hop = _split(cfg.get("local_transport"))
-    default_transport, default_hop = _split(cfg.get("default_transport"))
-    relayhost = cfg.get("relayhost").strip()
-    if local:
-        chosen = Route(local_transport or "local", domain or local_hop)
-    else:
-        chosen = Route(default_transport or "smtp", default_hop or relayhost or domain)
+def is_virtual_mailbox_domain(cfg: Config, domain: str) -> bool:
+    """Is ``domain`` in ``virtual_mailbox_domains``?  Raises TableError."""
+    from postpy.tables.domain_list import DomainList
+
+    return DomainList.parse(cfg.get_list("virtual_mailbox_domains")).matches(domain)
+
+
+VIRTUAL_ALIAS_UNKNOWN = "5.1.1 User unknown in virtual alias table"
+
+
+def virtual_alias_route(cfg: Config, domain: str, local: bool) -> Route | None:
+    """The error route of a recipient in a virtual alias domain, or None
+    (see the module text); a table that fails defers it."""
+    if local or not domain:
+        return None
+    from postpy.tables.domain_list import DomainList
     from postpy.tables.maps import TableError
 
     try:
-        entry = _table_lookup(cfg, address)
+        alias = DomainList.parse(cfg.get_list("virtual_alias_domains")).matches(domain)
     except TableError as exc:
-        return Route("retry", "", f"4.3.0 transport table lookup failure: {exc}", retry=True)
-    if entry is None:
-        return chosen
+        return _lookup_failure("virtual_alias_domains", exc)
+    return Route("error", "", VIRTUAL_ALIAS_UNKNOWN) if alias else None
+
+
+def _class_route(cfg: Config, domain: str, local: bool) -> Route:
+    """The route of the domain's class, before transport_maps.  Raises TableError."""
+    if local:
+        transport, hop = _split(cfg.get("local_transport"))
+        return Route(transport or "local", hop or domain)
+    if is_virtual_mailbox_domain(cfg, domain):
+        transport, hop = _split(cfg.get("virtual_transport"))
+        return Route(transport or "virtual", hop or domain)
+    transport, hop = _split(cfg.get("default_transport"))
+    return Route(transport or "smtp", hop or cfg.get("relayhost").strip() or domain)
+
+
+def _table_route(entry: str, domain: str, chosen: Route) -> Route:
+    """The route a transport_maps value gives."""
     transport, nexthop = _split(entry)
     if transport == "error":
         return Route("error", "", _error_text(nexthop, "5.0.0"))
     if transport == "retry":
         return Route("retry", "", _error_text(nexthop, "4.0.0"), retry=True)
     return Route(transport or chosen.transport, nexthop or (domain if transport else chosen.nexthop))
+
+
+def _lookup_failure(what: str, exc: Exception) -> Route:
+    return Route("retry", "", f"4.3.0 {what} lookup failure: {exc}", retry=True)
+
+
+def resolve(cfg: Config, address: str) -> Route:
+    from postpy.mail import relocated
+    from postpy.tables.maps import TableError
+
+    domain = domain_of(address)
+    local = is_local_domain(cfg, domain)
+    alias = virtual_alias_route(cfg, domain, local)
+    if alias is not None:
+        return alias
+    try:
+        chosen = _class_route(cfg, domain, local)
+    except TableError as exc:
+        return _lookup_failure("virtual_mailbox_domains", exc)
+    try:
+        entry = _table_lookup(cfg, address)
+    except TableError as exc:
+        return _lookup_failure("transport table", exc)
+    route = chosen if entry is None else _table_route(entry, domain, chosen)
+    try:
+        moved = relocated.new_location(cfg, address)
+    except TableError as exc:
+        return _lookup_failure("relocated_maps", exc)
+    if moved is not None:
+        return Route("error", "", f"{relocated.DSN} {relocated.moved_text(moved)}")
+    return route

@@ -9,7 +9,9 @@ Life of a message here:
    and logs ``from=<...>, size=..., nrcpt=... (queue active)``.
 2. Each pending recipient is routed (:mod:`postpy.qmgr.resolve`) and the
    recipients are grouped by transport and next hop into delivery
-   requests, handed to :class:`postpy.qmgr.transport.AgentPool`.
+   requests, handed to :class:`postpy.qmgr.transport.AgentPool`.  A
+   transport that is no master.cf service defers its recipients with a
+   warning (:mod:`postpy.qmgr.services`).
 3. Each result is recorded in the queue file before anything else happens:
    delivered recipients get status ``D`` (``S`` when a success notice is
    owed), bounced ones an ``L`` record and status ``B``, deferred ones an
@@ -53,6 +55,7 @@ from postpy.ipc.messages import (
     RecipientResult,
 )
 from postpy.mail.events import Timing, log_delivery
+from postpy.qmgr import services
 from postpy.qmgr.filter import filter_route
 from postpy.qmgr.message import ActiveMessage, outcome
 from postpy.qmgr.notices import request_notice
@@ -222,8 +225,11 @@ class Qmgr:
             pending = []
         groups: dict[tuple[str, str], list[qfile.Recipient]] = {}
         immediate: list[RecipientResult] = []
+        warned: set[str] = set()
         for rcpt in pending:
             route = filter_route(env.attrs, rcpt.address) or resolve(self.cfg, rcpt.address)
+            if not route.error:
+                route = self._available(msg, route, warned)
             if route.error:
                 immediate.append(self._route_error(msg, rcpt, route))
             else:
@@ -243,6 +249,17 @@ class Qmgr:
                 self._pool(transport).submit(Job(request, destination, self._results_for(msg)))
         if not msg.outstanding:
             self._spawn(self._finish(msg))
+
+    def _available(self, msg: ActiveMessage, route: Route, warned: set[str]) -> Route:
+        """The route, or a deferral when its transport is no master.cf service
+        (one warning per message and transport; see :mod:`postpy.qmgr.services`)."""
+        reason = services.unavailable_reason(self.cfg, route.transport, self.maxproc)
+        if reason is None:
+            return route
+        if route.transport not in warned:
+            warned.add(route.transport)
+            maillog.warning(f"{msg.queue_id}: {services.TEXT}: {reason}")
+        return Route("retry", "", f"{services.DSN} {services.TEXT}", retry=True)
 
     def _route_error(self, msg: ActiveMessage, rcpt: qfile.Recipient, route: Route) -> RecipientResult:
         dsn, _, text = route.error.partition(" ")

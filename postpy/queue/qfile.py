@@ -198,6 +198,13 @@ class QueueFileWriter:
         self._write(data)
         self.length += len(data)
 
+    def finish_in(self, directory: str) -> str:
+        """:meth:`finish`, with the final name in ``directory`` instead: another
+        queue directory of the same file system (cleanup puts a message that
+        content checks HOLD in hold/)."""
+        self.directory, self.path = directory, os.path.join(directory, self.queue_id)
+        return self.finish()
+
     def finish(self) -> str:
         """Complete the file durably; return its final path."""
         try:

@@ -2,8 +2,11 @@
 
 The delivery agent never trusts qmgr for content (DESIGN.md): it re-reads
 the envelope from ``<queue_name>/<queue_id>`` and takes each requested
-recipient's address and DSN parameters from the file, by index.  The
-content is streamed from the file when sent (:class:`OutMessage.chunks`).
+recipient's DSN parameters from the file, by index.  The address is the
+request's: qmgr sends the file's own, and local's ``mailbox_transport``
+sends the address after alias expansion (:mod:`postpy.local.handoff`, as
+Postfix's local does); an empty one means the file's.  The content is
+streamed from the file when sent (:class:`OutMessage.chunks`).
 
 8-bit and SMTPUTF8 facts come from the queue file attributes cleanup wrote
 (``body``, ``smtputf8``); when the submitter did not declare a body type,
@@ -69,7 +72,8 @@ def load_message(path: str, request: DeliveryRequest) -> OutMessage:
         orcpt = stored.orcpt
         if not orcpt and stored.orig and stored.orig != stored.address:
             orcpt = f"rfc822;{stored.orig}"      # Postfix also tells the original form
-        recipients.append(OutRcpt(stored.address, stored.notify, orcpt, want.index, stored.orig))
+        recipients.append(OutRcpt(want.address or stored.address, stored.notify, orcpt, want.index,
+                                  stored.orig))
 
     def chunks() -> Iterable[bytes]:
         return qfile.read_content(path, env)

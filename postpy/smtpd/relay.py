@@ -19,7 +19,11 @@ Evaluated by smtpd at RCPT TO time, for every recipient:
 2. The recipient validation of ``smtpd_reject_unlisted_recipient``: a
    recipient in a local domain must be in ``local_recipient_maps`` (an empty
    setting accepts everyone), so the system never accepts mail it can only
-   bounce.
+   bounce.  Before that, :mod:`postpy.smtpd.mapped` accepts recipients
+   cleanup's canonical and virtual alias tables map and refuses unknown
+   users of virtual alias domains, then :mod:`postpy.smtpd.recipients`
+   refuses relocated users and unknown recipients of virtual mailbox and
+   relay domains.
 
 Relay tricks.  An address routes mail somewhere other than its domain when
 its source route is honoured (``@a:b@c``), or its local part asks for it:
@@ -36,7 +40,9 @@ A domain is local when qmgr would deliver it here: the one definition is
 domain at all, or the address literal of one of this host's addresses in
 ``inet_interfaces``/``proxy_interfaces``), so a recipient accepted as local
 is never routed to the smtp client.  It is relayable when it is in
-``relay_domains``, or a subdomain of an entry there.
+``relay_domains``, or a subdomain of an entry there.  A domain of
+``virtual_mailbox_domains`` is a destination too (qmgr routes it to
+``virtual_transport``).
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ from postpy.qmgr.resolve import is_local_destination
 from postpy.sasl import senderlogin
 from postpy.sasl.senderlogin import SenderLogin
 from postpy.smtpd import replies
+from postpy.smtpd.mapped import MappedRecipients
+from postpy.smtpd.recipients import RecipientTables
 from postpy.smtpd.replies import Reply
 from postpy.tables.maps import TableError, lookup_in_maps
 
@@ -76,6 +84,17 @@ def parse_ip(text: str) -> IPAddress | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
+
+
+def in_relay_domains(relay_domains: tuple[str, ...] | list[str], domain: str) -> bool:
+    """Is ``domain`` an entry of ``relay_domains`` or a subdomain of one (the
+    entries lower case; a leading dot is ignored)?  ``sendmail -bv`` asks too."""
+    domain = domain.lower()
+    for entry in relay_domains:
+        entry = entry.lstrip(".")
+        if domain == entry or domain.endswith("." + entry):
+            return True
+    return False
 
 
 @dataclass
@@ -145,6 +164,8 @@ class RelayPolicy:
     sender_restrictions: list[str] = field(default_factory=list)
     sender_login: SenderLogin = field(default_factory=lambda: SenderLogin(maps=[]))
     own_addresses: frozenset[IPAddress] = frozenset()   # local address literals
+    tables: RecipientTables = field(default_factory=RecipientTables)   # virtual, relay, relocated
+    mapped: MappedRecipients = field(default_factory=MappedRecipients)  # canonical, virtual alias
 
     def check_config(self) -> list[str]:
         """Raise RelayConfigError for an open relay; return warnings."""
@@ -165,17 +186,17 @@ class RelayPolicy:
         return is_local_destination(domain, self.mydestination, self.own_addresses)
 
     def is_relay_domain(self, domain: str) -> bool:
-        domain = domain.lower()
-        for entry in self.relay_domains:
-            entry = entry.lstrip(".")
-            if domain == entry or domain.endswith("." + entry):
-                return True
-        return False
+        return in_relay_domains(self.relay_domains, domain)
 
     # -- restrictions ---------------------------------------------------------
     def _unauth_destination(self, rcpt: Recipient, code: int) -> Reply | None:
         routed = has_routing(rcpt.local) and not self.allow_untrusted_routing
-        if (self.is_local_domain(rcpt.domain)
+        try:
+            virtual = self.tables.is_virtual_mailbox_domain(rcpt.domain) \
+                or self.mapped.is_alias_domain(rcpt.domain)
+        except TableError:
+            return replies.lookup_failure(rcpt.written)
+        if (self.is_local_domain(rcpt.domain) or virtual
                 or self.is_relay_domain(rcpt.domain)) and not routed:
             return None
         if code == 450:
@@ -224,9 +245,16 @@ class RelayPolicy:
 
     # -- local recipients -----------------------------------------------------
     def unlisted(self, rcpt: Recipient) -> Reply | None:
-        """550 5.1.1 for an unknown recipient in a local domain."""
-        if not self.is_local_domain(rcpt.domain):
-            return None
+        """550 5.1.1 for an unknown recipient in a local domain (and, first,
+        the checks of :mod:`postpy.smtpd.recipients`)."""
+        local = self.is_local_domain(rcpt.domain)
+        mapped = self.mapped.check(rcpt.written, rcpt.address, rcpt.domain, local=local)
+        if mapped is not None:
+            return mapped if mapped.is_error else None
+        verdict = self.tables.check(rcpt.written, rcpt.address, rcpt.domain, local=local,
+                                    relay_domain=not local and self.is_relay_domain(rcpt.domain))
+        if verdict is not None or not local:
+            return verdict
         try:
             known = self.known_local(rcpt.local, rcpt.domain)
         except TableError:

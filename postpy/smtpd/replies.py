@@ -155,6 +155,18 @@ def user_unknown(address: str) -> Reply:
                   "User unknown in local recipient table")
 
 
+def user_unknown_in(address: str, table: str) -> Reply:
+    """An unknown recipient of a virtual mailbox or relay domain (``table``
+    names the table, as Postfix's show_user_unknown_table_name does)."""
+    return R(550, f"5.1.1 <{address}>: Recipient address rejected: User unknown in {table}")
+
+
+def recipient_rejected(address: str, dsn: str, text: str) -> Reply:
+    """550 with a reason of the recipient's own, e.g. relocated_maps'
+    ``5.1.6 ... User has moved to NEWADDR``."""
+    return R(550, f"{dsn} <{address}>: Recipient address rejected: {text}")
+
+
 def lookup_failure(address: str) -> Reply:
     return R(451, f"4.3.0 <{address}>: Temporary lookup failure")
 
@@ -169,5 +181,6 @@ def from_cleanup(status: str, dsn_text: str) -> Reply:
         return R(452 if dsn == "4.3.1" else 451, f"{dsn} {text or 'Error: queue file write error'}")
     if not dsn.startswith("5."):
         dsn, text = "5.3.0", dsn_text or "Error: message not accepted"
-    code = {"5.3.4": 552, "5.1.0": 550, "5.7.1": 550}.get(dsn, 554)
+    # Content refused by policy (header/body checks: 5.7.x) is 550, as Postfix answers.
+    code = 550 if dsn.startswith("5.7.") else {"5.3.4": 552, "5.1.0": 550}.get(dsn, 554)
     return R(code, f"{dsn} {text or 'Error: message not accepted'}")

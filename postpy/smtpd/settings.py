@@ -27,6 +27,8 @@ from postpy.sasl.backend import BackendConfigError
 from postpy.sasl.senderlogin import SenderLogin
 from postpy.sasl.server import SaslServer
 from postpy.smtpd import tls
+from postpy.smtpd.mapped import MappedRecipients
+from postpy.smtpd.recipients import RecipientTables
 from postpy.smtpd.relay import NetworkList, RelayConfigError, RelayPolicy
 from postpy.util import maillog
 
@@ -97,6 +99,7 @@ class Settings:
             warnings.extend(problems)
             return nets
 
+        override_words = overrides.parse(cfg.get("receive_override_options"))
         relay = RelayPolicy(
             mydestination=frozenset(d.lower().rstrip(".") for d in cfg.get_list("mydestination")),
             relay_domains=tuple(d.lower() for d in cfg.get_list("relay_domains")),
@@ -107,8 +110,11 @@ class Settings:
             local_recipient_maps=cfg.get_list("local_recipient_maps"),
             recipient_delimiter=cfg.get("recipient_delimiter"),
             allow_untrusted_routing=cfg.get_bool("allow_untrusted_routing"),
-            reject_unlisted=cfg.get_bool("smtpd_reject_unlisted_recipient"),
+            reject_unlisted=cfg.get_bool("smtpd_reject_unlisted_recipient")
+            and "no_unknown_recipient_checks" not in override_words,
             own_addresses=own_addresses(cfg),
+            tables=RecipientTables.from_config(cfg),
+            mapped=MappedRecipients.from_config(cfg),
         )
         warnings.extend(relay.check_config())
         bare = cfg.get("smtpd_forbid_bare_newline").strip().lower()
@@ -168,7 +174,7 @@ class Settings:
             rewrite_mynetworks="permit_mynetworks" in rewrite,
             queue_minfree=cfg.get_size("queue_minfree"),
             content_filter=cfg.get("content_filter").strip(),
-            overrides=overrides.parse(cfg.get("receive_override_options")),
+            overrides=override_words,
             ipc_timeout=cfg.get_time("ipc_timeout"),
             ipc_max_frame=cfg.get_size("ipc_max_frame"),
             warnings=warnings,

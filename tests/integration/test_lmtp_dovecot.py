@@ -17,8 +17,6 @@ from pathlib import Path
 import pytest
 from conftest import MAIL_OWNER, MTA, free_port, wait_for
 
-from postpy.config.params import declared
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import dovecot_lmtp_helper  # noqa: E402
 from dovecot_lmtp_helper import DovecotLmtp, User  # noqa: E402
@@ -27,8 +25,22 @@ pytestmark = pytest.mark.skipif(bool(dovecot_lmtp_helper.available()),
                                 reason=dovecot_lmtp_helper.available() or "ok")
 
 # The README's worked example "Dovecot with virtual mailboxes over LMTP", as
-# written there (main.cf lines; example.com is v.test here).
+# written there (main.cf lines and the vmailbox table; example.org is v.test here,
+# /etc/postpy the test's configuration directory).
 README_MAIN_CF = {
+    "virtual_mailbox_domains": "v.test",
+    "virtual_mailbox_maps": "lmdb:/etc/postpy/vmailbox",
+    "virtual_transport": "lmtp:unix:private/dovecot-lmtp",
+}
+README_VMAILBOX = """\
+# postmap /etc/postpy/vmailbox after a change; the value is not used with LMTP
+alice@v.test    ok
+bob@v.test      ok
+carol@v.test    ok
+full@v.test     ok
+"""
+# The same mailboxes routed with transport_maps (the README's other form).
+TRANSPORT_MAPS_MAIN_CF = {
     "relay_domains": "v.test",
     "transport_maps": "inline:{ v.test=lmtp:unix:private/dovecot-lmtp }",
     "lmtp_destination_recipient_limit": "50",
@@ -50,8 +62,8 @@ def users() -> list[User]:
 def dovecots() -> Iterator[Callable[..., DovecotLmtp]]:
     started: list[DovecotLmtp] = []
 
-    def start(**kw: str | int) -> DovecotLmtp:
-        d = dovecot_lmtp_helper.start_dovecot_lmtp(users(), **kw)  # type: ignore[arg-type]
+    def start(people: list[User] | None = None, **kw: str | int) -> DovecotLmtp:
+        d = dovecot_lmtp_helper.start_dovecot_lmtp(people or users(), **kw)  # type: ignore[arg-type]
         started.append(d)
         return d
 
@@ -75,10 +87,21 @@ def inbox(d: DovecotLmtp, user: str, mailbox: str = "INBOX", field: str = "hdr")
         return []       # the mailbox does not exist yet
 
 
+def readme_system(mta_factory) -> MTA:
+    """A system configured as the README example says (not started)."""
+    mta = mta_factory(start=False)
+    params = {k: v.replace("/etc/postpy", str(mta.config_dir)) for k, v in README_MAIN_CF.items()}
+    mta.write_main_cf({**mta.params, **params})
+    (mta.config_dir / "vmailbox").write_text(README_VMAILBOX)
+    mta.run("postmap", str(mta.config_dir / "vmailbox"), check=True)
+    return mta
+
+
 def test_virtual_mailboxes_with_a_user_over_quota(mta_factory, dovecots) -> None:
     """The README example: one message to three virtual users, one of them over
-    quota; Dovecot's per-recipient replies after the dot become separate outcomes."""
-    mta = mta_factory(start=False, **README_MAIN_CF)
+    quota; Dovecot's per-recipient replies after the dot become separate outcomes
+    (qmgr routes virtual_mailbox_domains to virtual_transport)."""
+    mta = readme_system(mta_factory)
     mta.start()
     d = dovecots(socket_path=str(mta.queue_dir / "private" / "dovecot-lmtp"), socket_user=MAIL_OWNER,
                  submission_host=f"127.0.0.1:{mta.port}")
@@ -106,7 +129,7 @@ def test_virtual_mailboxes_with_a_user_over_quota(mta_factory, dovecots) -> None
 
 
 def test_sieve_files_into_a_folder_and_rejects(mta_factory, dovecots) -> None:
-    mta = mta_factory(**README_MAIN_CF)
+    mta = mta_factory(**TRANSPORT_MAPS_MAIN_CF)
     d = dovecots(socket_path=str(mta.queue_dir / "private" / "dovecot-lmtp"), socket_user=MAIL_OWNER,
                  submission_host=f"127.0.0.1:{mta.port}")
     filed = submit(mta, ["carol@v.test"], "project plans")
@@ -154,22 +177,57 @@ def test_quota_tempfail_defers_over_tcp_and_limits_recipients(mta_factory, dovec
     assert inbox(d, "full@v.test") == []
 
 
-# The same setup the way Postfix documents it (README, second form), once qmgr routes
-# virtual_mailbox_domains to virtual_transport.
-VIRTUAL_MAIN_CF = {
-    "virtual_mailbox_domains": "v.test",
-    "virtual_mailbox_maps": "inline:{ alice@v.test=ok, bob@v.test=ok, carol@v.test=ok, full@v.test=ok }",
-    "virtual_transport": "lmtp:unix:private/dovecot-lmtp",
-}
-
-
-@pytest.mark.skipif(any(declared(name) is None for name in VIRTUAL_MAIN_CF),
-                    reason="virtual_mailbox_domains/virtual_transport are not routed by qmgr yet")
 def test_virtual_transport_to_dovecot(mta_factory, dovecots) -> None:
-    mta = mta_factory(**VIRTUAL_MAIN_CF)
+    """The README example; an unknown user of the virtual domain is refused at RCPT."""
+    mta = readme_system(mta_factory)
+    mta.start()
     d = dovecots(socket_path=str(mta.queue_dir / "private" / "dovecot-lmtp"), socket_user=MAIL_OWNER)
+    with smtplib.SMTP("127.0.0.1", mta.port, timeout=30) as client:
+        client.mail("postmaster@test.example")
+        assert client.rcpt("nobody@v.test") == (550, b"5.1.1 <nobody@v.test>: Recipient address "
+                                                     b"rejected: User unknown in virtual mailbox table")
     qid = submit(mta, ["bob@v.test"], "virtual", sender="postmaster@test.example")
     mta.wait_log(rf"{qid}: to=<bob@v.test>, relay=private/dovecot-lmtp\[private/dovecot-lmtp\], "
                  r".*status=sent", 30)
     [header] = inbox(d, "bob@v.test")
     assert "Subject: virtual" in header
+    verified = mta.run("sendmail", "-bv", "bob@v.test", "nobody@v.test")
+    assert verified.stdout.splitlines() == [
+        "bob@v.test... deliverable via lmtp to unix:private/dovecot-lmtp",
+        "nobody@v.test... undeliverable: 5.1.1 User unknown in virtual mailbox table"], verified
+
+
+# local(8)'s mailbox_transport and fallback_transport: users of a local domain
+# whose mailboxes are in Dovecot (no passwd entries).
+LOCAL_DOVECOT_USERS = [User("carol@test.example"), User("dave@test.example")]
+
+
+def test_mailbox_transport_after_aliases(mta_factory, dovecots) -> None:
+    """local expands the alias, then hands the mailbox to lmtp with the expanded
+    address; the lmtp agent logs the delivery (orig_to= the recipient)."""
+    mta = mta_factory(start=False, myorigin="test.example", local_recipient_maps="",
+                      mailbox_transport="lmtp:unix:private/dovecot-lmtp")
+    mta.write_aliases("postmaster: root\ninfo: carol\n")
+    mta.start()
+    d = dovecots(LOCAL_DOVECOT_USERS, socket_path=str(mta.queue_dir / "private" / "dovecot-lmtp"),
+                 socket_user=MAIL_OWNER)
+    qid = submit(mta, ["info@test.example"], "via alias", sender="sender@remote.example")
+    mta.wait_log(rf"postpy/lmtp\[\d+\]: {qid}: to=<carol@test.example>, orig_to=<info@test.example>, "
+                 r"relay=private/dovecot-lmtp\[private/dovecot-lmtp\], .*status=sent", 30)
+    mta.wait_log(rf"{qid}: removed", 10)
+    [header] = inbox(d, "carol@test.example")
+    assert "Subject: via alias" in header
+    assert "relay=local" not in mta.log()          # local logged nothing of its own
+
+
+def test_fallback_transport_for_users_without_passwd_entry(mta_factory, dovecots) -> None:
+    mta = mta_factory(local_recipient_maps="", fallback_transport="lmtp:unix:private/dovecot-lmtp")
+    d = dovecots(LOCAL_DOVECOT_USERS, socket_path=str(mta.queue_dir / "private" / "dovecot-lmtp"),
+                 socket_user=MAIL_OWNER)
+    qid = submit(mta, ["dave@test.example", "root@test.example"], "fallback",
+                 sender="sender@remote.example")
+    mta.wait_log(rf"{qid}: to=<dave@test.example>, relay=private/dovecot-lmtp.*status=sent", 30)
+    mta.wait_log(rf"{qid}: to=<root@test.example>, relay=local, .*status=sent \(delivered to mailbox\)", 30)
+    [header] = inbox(d, "dave@test.example")
+    assert "Subject: fallback" in header
+    assert b"Subject: fallback" in (mta.base / "mail" / "root").read_bytes()

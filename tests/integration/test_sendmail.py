@@ -21,6 +21,8 @@ MASTER_CF = """\
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  -       -       n       -       0       cleanup
 showq     unix  n       -       n       -       -       showq
+local     unix  -       n       n       -       -       local
+smtp      unix  -       -       n       -       -       smtp
 """
 UID = os.getuid()
 

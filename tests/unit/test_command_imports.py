@@ -62,7 +62,8 @@ def config(tmp_path: Path) -> Path:
         "myhostname = mx.test.example\nmydestination = $myhostname, localhost\n"
         f"alias_maps = lmdb:{etc / 'aliases'}\nalias_database = lmdb:{etc / 'aliases'}\n"
         "local_recipient_maps = inline:{root=x, postmaster=x}\n")
-    (etc / "master.cf").write_text("")
+    # The transports sendmail -bv names must be services (postpy.cli.verify).
+    (etc / "master.cf").write_text("local unix - n n - - local\nsmtp unix - - n - - smtp\n")
     return etc
 
 
