@@ -21,6 +21,9 @@ COMMON = ("concurrent.futures.thread", "encodings.idna", "traceback")
 # Opening an lmdb table, and the tables behind every map lookup.
 TABLES = ("lmdb", "lmdb._envid", "postpy.tables.maps")
 
+# Routing (qmgr/resolve.py) loads these on the first recipient it routes.
+ROUTING = ("postpy.mail.relocated", "postpy.tables.addrfind", "postpy.tables.domain_list")
+
 _SMTP = (*TABLES, "ssl", "dns._asyncio_backend", "dns.rdtypes.mxbase", "dns.rdtypes.ANY.MX",
          "dns.rdtypes.ANY.CNAME", "dns.rdtypes.IN.A", "dns.rdtypes.IN.AAAA", "sniffio")
 
@@ -28,7 +31,7 @@ BY_PROGRAM: dict[str, tuple[str, ...]] = {
     "smtpd": (*TABLES, "ssl", "postpy.sasl.passwdfile", "postpy.sasl.dovecot"),
     "smtp": _SMTP,
     "lmtp": _SMTP,
-    "qmgr": (*TABLES, "postpy.mail.authorized"),
+    "qmgr": (*TABLES, *ROUTING, "postpy.mail.authorized"),
     "pickup": (*TABLES, "postpy.mail.authorized"),
     "cleanup": TABLES,
     "local": TABLES,

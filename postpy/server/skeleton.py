@@ -230,6 +230,11 @@ def run_sync_server(ctx: ServerContext, handler: Callable[[ServerContext, socket
     ctx.report(AVAILABLE)
     # master's death makes the status pipe's write end "readable" (POLLERR).
     watch: list[Any] = [ctx.status_fd] if ctx.status_fd >= 0 else []
+    # A stop signal makes select() return at once (the handler only sets a
+    # flag, and select is retried after it): the wake-up fd is readable then.
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    watch.append(wake_r)
     while not ctx.stopping:
         if not ctx.master_alive():
             ctx.close_listeners()
@@ -240,9 +245,13 @@ def run_sync_server(ctx: ServerContext, handler: Callable[[ServerContext, socket
             ready, _, _ = select.select([*ctx.listen, *watch], [], [], 1.0)
         except InterruptedError:
             continue
+        if wake_r in ready:
+            _drain(wake_r)
         for lsock in ready:
             if lsock is ctx.status_fd or ctx.stopping:
                 break
+            if lsock is wake_r:
+                continue
             try:
                 conn, _ = lsock.accept()
             except (BlockingIOError, InterruptedError):
@@ -262,6 +271,14 @@ def run_sync_server(ctx: ServerContext, handler: Callable[[ServerContext, socket
                 break
             ctx.report(AVAILABLE)
     sys.exit(0)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
 
 
 # -- multi_server: asyncio, many connections per process ------------------------
