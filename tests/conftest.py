@@ -192,7 +192,7 @@ class MTA:
 
     def children(self) -> dict[int, str]:
         """pid -> command line of master's children."""
-        out = subprocess.run(["ps", "-o", "pid=,ppid=,args=", "-e"], capture_output=True, text=True).stdout
+        out = subprocess.run(["ps", "-ww", "-o", "pid=,ppid=,args=", "-e"], capture_output=True, text=True).stdout
         master = self.master_pid()
         result = {}
         for line in out.splitlines():

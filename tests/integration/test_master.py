@@ -128,8 +128,9 @@ def test_reload_while_a_child_starts_kills_nothing(mta_factory):
     with socket.socket(socket.AF_UNIX) as waiting:
         waiting.settimeout(20)
         waiting.connect(str(mta.queue_dir / "private" / "slow"))
-        # (ps may cut the command line short: "probe slow" is enough)
-        wait_for(lambda: any("probe slow" in a for a in mta.children().values()), 10, "the slow child")
+        # its command line while it sleeps, its title ("-n slow") after that
+        wait_for(lambda: any("probe slowstart" in a or "-n slow" in a for a in mta.children().values()),
+                 10, "the slow child")
         assert mta.run("postpy", "reload").returncode == 0
         mta.wait_log(r"reload -- version")
         waiting.sendall(b"x")
@@ -189,7 +190,7 @@ def test_children_run_as_mail_owner_unless_unpriv_n(mta_factory):
     assert privileged["uid"] == 0
     st = os.stat(mta.queue_dir / "incoming")
     assert (st.st_uid, st.st_mode & 0o777) == (owner.pw_uid, 0o700)
-    ps = subprocess.run(["ps", "-o", "user=,args=", "-e"], capture_output=True, text=True).stdout
+    ps = subprocess.run(["ps", "-ww", "-o", "user=,args=", "-e"], capture_output=True, text=True).stdout
     assert any(line.split()[0] in (MAIL_OWNER, str(owner.pw_uid)) and "postpy/probe" in line
                for line in ps.splitlines())
 
