@@ -66,9 +66,12 @@ def _wait(predicate: object, limit: float = WAIT_LIMIT) -> bool:
     return False
 
 
-def check_system(cfg: Config, *, repair: bool) -> tuple[list[str], list[str]]:
+def check_system(cfg: Config, *, repair: bool, probe: bool = True) -> tuple[list[str], list[str]]:
     """(errors, notes): errors stop the mail system from running; notes are
-    warnings and queue layout problems (repaired when ``repair``)."""
+    warnings and queue layout problems (repaired when ``repair``).  ``probe``:
+    also run the interpreter as mail_owner (``postpy check``; start skips
+    it: daemons load what they need before dropping privileges, and the
+    probe costs a second of CPU)."""
     from postpy.queue import layout
     from postpy.tables import check as tables_check
 
@@ -87,7 +90,8 @@ def check_system(cfg: Config, *, repair: bool) -> tuple[list[str], list[str]]:
     if os.getuid() == 0 and owner.uid == 0:
         errors.append("mail_owner must not be root")
         return errors, notes
-    errors += selfcheck.check_mail_owner_can_run(cfg, owner, cfg.get("mail_owner"))
+    if probe:
+        errors += selfcheck.check_mail_owner_can_run(cfg, owner, cfg.get("mail_owner"))
     try:
         notes += layout.check_layout(_queue_dir(cfg), owner.uid, owner.gid, repair=repair)
     except OSError as exc:
@@ -137,7 +141,7 @@ def _refuse_if_running(cfg: Config) -> None:
 
 
 def _preflight(cfg: Config) -> None:
-    errors, notes = check_system(cfg, repair=True)
+    errors, notes = check_system(cfg, repair=True, probe=False)
     for note in notes:
         if "unused parameter" in note:     # repairs of the queue layout are routine
             click.echo(f"postpy/postpy-script: warning: {note}", err=True)
