@@ -95,6 +95,7 @@ class ServerContext:
     served: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     on_stop: list[Callable[[], None]] = field(default_factory=list)   # run when stopping begins
+    on_terminate: list[Callable[[], None]] = field(default_factory=list)   # stop or master gone, not reload
 
     def report(self, state: int) -> None:
         if self.status_fd < 0:
@@ -315,6 +316,8 @@ def run_async_server(ctx: ServerContext, handler: AsyncHandler, *,
 
         def on_term() -> None:
             stop()
+            for notify in ctx.on_terminate:
+                notify()
             ctx.terminate()
 
         def stop_accepting() -> None:
@@ -338,6 +341,8 @@ def run_async_server(ctx: ServerContext, handler: AsyncHandler, *,
             loop.call_soon(close_servers)   # after the setup tasks already scheduled
             ctx.listen = []
             stop()
+            for notify in ctx.on_terminate:
+                notify()
             if not drain_on_stop:
                 os._exit(0)
 

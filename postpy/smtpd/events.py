@@ -55,6 +55,10 @@ def lost_connection(after: str, client: str) -> None:
     maillog.info(f"lost connection after {after} from {client}")
 
 
+def shutting_down(after: str, client: str) -> None:
+    maillog.info(f"shutting down after {after} from {client}")
+
+
 def timeout(after: str, client: str) -> None:
     maillog.info(f"timeout after {after} from {client}")
 

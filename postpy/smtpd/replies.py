@@ -122,6 +122,10 @@ def chunk_ok(size: int) -> Reply:
     return R(250, f"2.0.0 Ok: {size} bytes")
 
 
+def shutting_down(hostname: str) -> Reply:
+    return R(421, f"4.3.2 {hostname} Service shutting down, closing transmission channel")
+
+
 def timeout(hostname: str) -> Reply:
     return R(421, f"4.4.2 {hostname} Error: timeout exceeded")
 

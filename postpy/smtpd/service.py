@@ -39,7 +39,7 @@ from postpy.server import skeleton
 from postpy.smtpd import events, replies
 from postpy.smtpd.channel import Channel
 from postpy.smtpd.relay import parse_ip
-from postpy.smtpd.session import Session
+from postpy.smtpd.session import SHUTDOWN, Session
 from postpy.smtpd.settings import Settings, SettingsError
 from postpy.smtpd.state import Client
 from postpy.util import maillog
@@ -126,4 +126,7 @@ async def handle(ctx: skeleton.ServerContext, reader: asyncio.StreamReader,
 
 def main() -> None:
     ctx = skeleton.prepare("smtpd", before_jail=load_settings)
-    skeleton.run_async_server(ctx, handle)
+    ctx.on_terminate.append(SHUTDOWN.request)
+    # A stop lets a message on its way to cleanup get its 250 (no duplicate
+    # from a client that retries); idle sessions are closed at once.
+    skeleton.run_async_server(ctx, handle, drain_on_stop=True)

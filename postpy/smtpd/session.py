@@ -43,6 +43,26 @@ NOT_IMPLEMENTED = frozenset({"ETRN", "EXPN", "TURN", "ATRN", "XCLIENT", "XFORWAR
 Handler = Callable[["Session", str], Awaitable[Reply | None]]
 
 
+class Shutdown:
+    """``postpy stop`` reaching this process (SIGTERM): a session waiting for
+    its client's next command is told 421 and closed at once; one that is
+    busy (a message on its way to cleanup) finishes that first and is told
+    421 before its next command, so no client misses the 250 of a message
+    that was queued.  A reload (SIGUSR1) leaves sessions alone."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.waiting: set[asyncio.Task[object]] = set()   # sessions reading a command
+
+    def request(self) -> None:
+        self.requested = True
+        for task in list(self.waiting):
+            task.cancel()
+
+
+SHUTDOWN = Shutdown()
+
+
 class Session:
     def __init__(self, settings: Settings, channel: Channel, client: Client) -> None:
         self.settings = settings
@@ -107,17 +127,24 @@ class Session:
                 await self._handshake()
             self.channel.reply(replies.greeting(self.settings.banner))
             while not self.quit:
+                if SHUTDOWN.requested:
+                    self._shut_down()
+                    break
                 if self.errors >= self.settings.hard_error_limit:
                     self.channel.reply(replies.too_many_errors(self.settings.hostname))
                     events.too_many_errors(self.after, label)
                     break
-                line = await self.channel.read_line(self.settings.command_line_limit)
+                line = await self._next_line()
                 if line is None:
                     self.after = "UNKNOWN"
                     self._count("unknown", False)
                     await self._respond(replies.LINE_TOO_LONG)
                     continue
                 await self._command(line)
+        except asyncio.CancelledError:
+            if not SHUTDOWN.requested:
+                raise
+            self._shut_down()
         except ClientTimeout:
             self.channel.reply(replies.timeout(self.settings.hostname))
             events.timeout(self.after, label)
@@ -130,6 +157,21 @@ class Session:
             self.reset()
             await self.channel.close()
             events.disconnect(label, self.counts)
+
+    async def _next_line(self) -> bytes | None:
+        """The next command line (None: too long), cancellable by a shutdown."""
+        task = asyncio.current_task()
+        if task is not None:
+            SHUTDOWN.waiting.add(task)
+        try:
+            return await self.channel.read_line(self.settings.command_line_limit)
+        finally:
+            if task is not None:
+                SHUTDOWN.waiting.discard(task)
+
+    def _shut_down(self) -> None:
+        self.channel.reply(replies.shutting_down(self.settings.hostname))
+        events.shutting_down(self.after, self.client.label)
 
     async def _command(self, line: bytes) -> None:
         crlf = line.endswith(b"\r\n")

@@ -115,3 +115,39 @@ def test_start_reports_master_death_at_once(mta_factory: Any) -> None:
     assert "startup failed" in result.stderr
     assert elapsed < 15, elapsed
     assert "Address already in use" in mta.log()
+
+
+def test_stop_answers_a_message_on_its_way_and_closes_idle_sessions(mta_factory: Any) -> None:
+    """`postpy stop` with two sessions open: the idle one is told 421 at once;
+    the one in the middle of DATA gets its 250 for the queued message (a
+    client that saw no 250 would send it again), then 421."""
+    mta = mta_factory(master_cf=MASTER_CF, **PARAMS)
+    idle = socket.create_connection(("127.0.0.1", mta.port), timeout=10)
+    busy = socket.create_connection(("127.0.0.1", mta.port), timeout=10)
+    idle_file, busy_file = idle.makefile("rb"), busy.makefile("rb")
+    try:
+        for sock, file in ((idle, idle_file), (busy, busy_file)):
+            assert file.readline().startswith(b"220")
+            sock.sendall(b"HELO client.example\r\n")
+            assert file.readline().startswith(b"250")
+        for command in (b"MAIL FROM:<a@example.org>", b"RCPT TO:<alice@test.example>", b"DATA"):
+            busy.sendall(command + b"\r\n")
+            assert busy_file.readline()[:1] in (b"2", b"3")
+        busy.sendall(b"Subject: in flight\r\n\r\nfirst half\r\n")
+        stopping = threading.Thread(target=lambda: mta.run("postpy", "stop"))
+        stopping.start()
+        assert idle_file.readline().startswith(b"421 4.3.2 ")
+        assert idle_file.readline() == b""                      # and closed
+        busy.sendall(b"second half\r\n.\r\n")
+        reply = busy_file.readline()
+        assert reply.startswith(b"250 "), reply
+        busy.sendall(b"NOOP\r\n")
+        assert busy_file.readline().startswith(b"421 4.3.2 ")
+        stopping.join(30)
+        assert not stopping.is_alive()
+        qid = queue_id_of(reply.decode())
+        assert qid in mta.queue_ids("incoming") + mta.queue_ids("active") + mta.queue_ids("deferred") \
+            or f"{qid}: removed" in mta.log()
+    finally:
+        idle.close()
+        busy.close()
