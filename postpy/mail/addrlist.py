@@ -97,8 +97,9 @@ def _scan_delimited(text: str, start: int, close: str, what: str) -> int:
     raise AddressError(f"unterminated {what} at column {start + 1}")
 
 
-def _skip_comment(text: str, start: int) -> int:
-    """Index just past the (possibly nested) comment opening at ``start``."""
+def comment_end(text: str, start: int) -> int | None:
+    """Index just past the (possibly nested) comment opening at ``start``;
+    None when it is not closed.  aliases(5) parsing uses it too."""
     depth = 0
     i = start
     while i < len(text):
@@ -113,7 +114,14 @@ def _skip_comment(text: str, start: int) -> int:
             if depth == 0:
                 return i + 1
         i += 1
-    raise AddressError(f"unterminated comment at column {start + 1}")
+    return None
+
+
+def _skip_comment(text: str, start: int) -> int:
+    end = comment_end(text, start)
+    if end is None:
+        raise AddressError(f"unterminated comment at column {start + 1}")
+    return end
 
 
 def _tokenize(text: str) -> list[_Token]:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from postpy.mail.addrlist import comment_end
 from postpy.tables.source_parser import DUP_WARN, Entry, dedupe, logical_lines
 
 ADDRESS = "address"
@@ -116,20 +117,10 @@ def _scan_quoted(s: str, i: int) -> tuple[str, int]:
 
 
 def _scan_comment(s: str, i: int) -> tuple[str, int]:
-    depth, j = 0, i
-    while j < len(s):
-        ch = s[j]
-        if ch == "\\":
-            j += 2
-            continue
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0:
-                return s[i:j + 1], j + 1
-        j += 1
-    return s[i:], len(s)
+    end = comment_end(s, i)
+    if end is None:
+        return s[i:], len(s)
+    return s[i:end], end
 
 
 def _scan_word(s: str, i: int) -> tuple[str, int]:
