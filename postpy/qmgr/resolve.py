@@ -26,7 +26,12 @@ First the recipient's domain class gives a route:
   (:mod:`postpy.qmgr.services`).  Unknown users of these domains are
   refused at RCPT (``virtual_mailbox_maps``, :mod:`postpy.smtpd.recipients`).
 - **default** (relay domains included): ``default_transport`` (``smtp``),
-  next hop its own, else ``relayhost``, else the domain.
+  next hop its own, else ``relayhost``, else the domain.  When the sender
+  is known (qmgr; not ``sendmail -bv``), ``sender_dependent_default_transport_maps``
+  overrides ``default_transport`` and ``sender_dependent_relayhost_maps``
+  overrides ``relayhost``: keys the sender address, then ``@domain`` (the
+  null sender: ``empty_address_*_lookup_key``, ``<>``); ``DUNNO`` keeps the
+  global setting.  A next hop in the transport still wins over any relayhost.
 
 Then ``transport_maps`` may override it: keys tried are the full address,
 ``user@domain`` without its extension, the domain, each parent domain as
@@ -165,7 +170,7 @@ def virtual_alias_route(cfg: Config, domain: str, local: bool) -> Route | None:
     return Route("error", "", VIRTUAL_ALIAS_UNKNOWN) if alias else None
 
 
-def _class_route(cfg: Config, domain: str, local: bool) -> Route:
+def _class_route(cfg: Config, domain: str, local: bool, sender: str | None = None) -> Route:
     """The route of the domain's class, before transport_maps.  Raises TableError."""
     if local:
         transport, hop = _split(cfg.get("local_transport"))
@@ -173,8 +178,45 @@ def _class_route(cfg: Config, domain: str, local: bool) -> Route:
     if is_virtual_mailbox_domain(cfg, domain):
         transport, hop = _split(cfg.get("virtual_transport"))
         return Route(transport or "virtual", hop or domain)
-    transport, hop = _split(cfg.get("default_transport"))
-    return Route(transport or "smtp", hop or cfg.get("relayhost").strip() or domain)
+    return _default_route(cfg, domain, sender)
+
+
+def _sender_lookup(cfg: Config, param: str, null_key: str, sender: str | None) -> str | None:
+    """A sender_dependent_* table's value for ``sender`` (None: no entry, DUNNO or no sender).
+    Raises TableError."""
+    specs = cfg.get_list(param)
+    if sender is None or not specs:
+        return None
+    from postpy.tables.maps import lookup_in_maps
+
+    if not sender:
+        keys = [cfg.get(null_key)]
+    else:
+        keys = [sender.lower()] + ([f"@{domain_of(sender)}"] if "@" in sender else [])
+    for key in keys:
+        value = lookup_in_maps(specs, key)
+        if value is not None:
+            value = value.strip()
+            return None if value.upper() == "DUNNO" or not value else value
+    return None
+
+
+def _default_route(cfg: Config, domain: str, sender: str | None) -> Route:
+    """default_transport and relayhost, each with its sender-dependent override."""
+    from postpy.tables.maps import TableError
+
+    try:
+        transport_value = _sender_lookup(cfg, "sender_dependent_default_transport_maps",
+                                         "empty_address_default_transport_maps_lookup_key", sender)
+    except TableError as exc:
+        return _lookup_failure("sender_dependent_default_transport_maps", exc)
+    try:
+        relayhost = _sender_lookup(cfg, "sender_dependent_relayhost_maps",
+                                   "empty_address_relayhost_maps_lookup_key", sender)
+    except TableError as exc:
+        return _lookup_failure("sender_dependent_relayhost_maps", exc)
+    transport, hop = _split(transport_value or cfg.get("default_transport"))
+    return Route(transport or "smtp", hop or relayhost or cfg.get("relayhost").strip() or domain)
 
 
 def _table_route(entry: str, domain: str, chosen: Route) -> Route:
@@ -191,7 +233,8 @@ def _lookup_failure(what: str, exc: Exception) -> Route:
     return Route("retry", "", f"4.3.0 {what} lookup failure: {exc}", retry=True)
 
 
-def resolve(cfg: Config, address: str) -> Route:
+def resolve(cfg: Config, address: str, sender: str | None = None) -> Route:
+    """``sender``: the envelope sender, for the sender-dependent tables (None: unknown)."""
     from postpy.mail import relocated
     from postpy.tables.maps import TableError
 
@@ -201,7 +244,7 @@ def resolve(cfg: Config, address: str) -> Route:
     if alias is not None:
         return alias
     try:
-        chosen = _class_route(cfg, domain, local)
+        chosen = _class_route(cfg, domain, local, sender)
     except TableError as exc:
         return _lookup_failure("virtual_mailbox_domains", exc)
     try:

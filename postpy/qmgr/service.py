@@ -227,7 +227,7 @@ class Qmgr:
         immediate: list[RecipientResult] = []
         warned: set[str] = set()
         for rcpt in pending:
-            route = filter_route(env.attrs, rcpt.address) or resolve(self.cfg, rcpt.address)
+            route = filter_route(env.attrs, rcpt.address) or resolve(self.cfg, rcpt.address, env.sender)
             if not route.error:
                 route = self._available(msg, route, warned)
             if route.error:

@@ -57,12 +57,14 @@ from postpy.smtp.failure import DeliveryFailure, permanent, temporary
 from postpy.smtp.message import Outcome, OutMessage, OutRcpt
 from postpy.smtp.mime7bit import to_7bit
 from postpy.smtp.reply import MAX_REPLY_LINES, Features, Reply, ReplyError, parse_line
+from postpy.smtp.sasl_client import authenticate, choose_mechanism, find_credentials
 from postpy.smtp.settings import ClientSettings
-from postpy.smtp.tls import TlsPolicy, describe
+from postpy.smtp.tls import TlsPolicy, certificate_summary, check_peer, describe
 from postpy.util import maillog
 
 T = TypeVar("T")
 DATA_DONE = "sending end of data -- message may be sent more than once"
+BDAT_CHUNK = 1 << 18          # bytes per BDAT command
 
 
 class TlsFallback(DeliveryFailure):
@@ -78,6 +80,9 @@ class Session:
         self.writer = writer
         self.features = Features()
         self.tls = ""                  # description once encrypted
+        self.policy: TlsPolicy = settings.tls
+        self.domain = ""               # next-hop domain (TLS match names, SASL keys)
+        self.sasl_username = ""        # the login, once AUTH succeeded
         self.uses = 0                  # transactions run on this connection
         self.created = time.monotonic()
         self.usable = True
@@ -89,7 +94,10 @@ class Session:
     # -- opening ---------------------------------------------------------
     @classmethod
     async def open(cls, target: Target, settings: ClientSettings, nexthop: str,
-                   *, use_tls: bool = True) -> Session:
+                   *, use_tls: bool = True, policy: TlsPolicy | None = None, domain: str = "",
+                   sender: str = "") -> Session:
+        """``policy``: the next hop's TLS policy (default the global one); ``domain``:
+        the next-hop domain; ``sender``: for sender-dependent SASL logins."""
         local = (settings.bind_address, 0) if settings.bind_address else None
         try:
             if target.unix:
@@ -105,8 +113,11 @@ class Session:
             reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
             raise temporary(f"connect to {target.relay}: {reason}", "4.4.1") from None
         session = cls(target, settings, reader, writer)
+        session.policy = policy or settings.tls
+        session.domain = domain or nexthop
         try:
             await session._handshake(nexthop, use_tls)
+            await session._login(sender)
         except DeliveryFailure as exc:
             session.close()
             exc.relay = target.relay
@@ -126,7 +137,7 @@ class Session:
             raise DeliveryFailure(dsn, f"host {self.peer} refused to talk to me: {greeting.text()}",
                                   next_host=True)
         await self._hello(nexthop)
-        policy = self.settings.tls
+        policy = self.policy
         if policy.context is None or not use_tls:
             return
         if not self.features.starttls:
@@ -175,9 +186,7 @@ class Session:
     async def _start_tls(self, policy: TlsPolicy) -> None:
         assert policy.context is not None
         host = self.target.host
-        name = None if literal_address(host) is not None else host
-        if policy.verify and name is None:
-            name = self.target.address
+        name = None if literal_address(host) is not None or self.target.unix else host
         try:
             await self.writer.start_tls(policy.context, server_hostname=name,
                                         ssl_handshake_timeout=self.settings.timeouts.starttls)
@@ -190,9 +199,55 @@ class Session:
             if policy.required:
                 raise temporary(text, "4.7.5") from None
             raise TlsFallback("4.7.5", text, next_host=True) from None
-        self.tls = describe(self.writer.get_extra_info("ssl_object"))
-        trust = "Verified" if policy.verify else "Untrusted"
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        problem = check_peer(policy, ssl_object, host, self.domain_name)
+        if problem is not None:
+            maillog.info(f"certificate verification failed for {self.target.relay}: {problem}")
+            raise temporary("Server certificate not verified", "4.7.5")
+        self.tls = describe(ssl_object)
+        if policy.verify:
+            trust = "Verified"
+        elif not ssl_object.getpeercert(binary_form=True):
+            trust = "Anonymous"
+        else:
+            trust = "Untrusted"
         maillog.info(f"{trust} TLS connection established to {self.target.relay}: {self.tls}")
+        if policy.loglevel >= 2:
+            maillog.info(f"{self.target.relay}: {certificate_summary(ssl_object, policy.digest)}")
+
+    async def _login(self, sender: str) -> None:
+        """SMTP AUTH when a login is configured for this server (postpy.smtp.sasl_client)."""
+        sasl = self.settings.sasl
+        if sasl is None or not sasl.enable:
+            return
+        creds = find_credentials(sasl, sender, self.target.host, self.target.port,
+                                 self.domain_name)
+        if creds is None or not self.features.auth:
+            return
+        mechanism, why = choose_mechanism(self.features.auth, sasl, bool(self.tls))
+        if mechanism is None:
+            maillog.warning(f"SASL authentication failure: cannot authenticate to "
+                            f"{self.target.relay}: {why}")
+            self._quit_soon()
+            raise temporary(f"SASL authentication failed; cannot authenticate to server "
+                            f"{self.peer}: no mechanism available ({why})", "4.7.0")
+        t = self.settings.timeouts.helo
+        reply = await authenticate(
+            lambda line: self.command(line, t, "performing SASL authentication"), mechanism, creds)
+        if reply.ok:
+            self.sasl_username = creds.username
+            return
+        dsn = reply.dsn if reply.kind == 4 else "4" + reply.dsn[1:] if reply.kind == 5 else "4.7.0"
+        self._quit_soon()
+        raise temporary(f"SASL authentication failed; server {self.peer} said: {reply.text()}", dsn)
+
+    @property
+    def domain_name(self) -> str:
+        """The next-hop domain without brackets or port (a SASL lookup key)."""
+        first = (self.domain.replace(",", " ").split() or [""])[0]
+        if first.startswith("["):
+            return first[1:first.find("]")] if "]" in first else first
+        return first.split(":", 1)[0] if first.count(":") == 1 else first
 
     # -- low-level I/O ---------------------------------------------------
     async def _io(self, awaitable: Awaitable[T], timeout: float, stage: str) -> T:
@@ -318,7 +373,8 @@ class Session:
         mail = self._mail_command(msg)
         rcpts = [self._rcpt_command(r) for r in msg.recipients]
         if self.features.pipelining:
-            batch = "".join(f"{line}\r\n" for line in (mail, *rcpts, "DATA"))
+            ask_data = () if self.bdat else ("DATA",)
+            batch = "".join(f"{line}\r\n" for line in (mail, *rcpts, *ask_data))
             await self._write(batch.encode("utf-8", "surrogateescape"), t.mail, "sending MAIL FROM")
             mail_reply = await self._reply(t.mail, "sending MAIL FROM")
         else:
@@ -349,6 +405,9 @@ class Session:
             if pipelined:      # read (and ignore) the replies already asked for
                 for _ in rcpts:
                     await self._reply(t.rcpt, "sending RCPT TO")
+                if self.bdat:
+                    await self._reset()
+                    return
                 data_reply = await self._reply(t.data_init, "sending DATA command")
                 if data_reply.code == 354:      # a confused server: end the empty message
                     await self._send_content(msg, empty=True)
@@ -364,8 +423,13 @@ class Session:
                 accepted.append(i)
             else:
                 results[i] = self._outcome(reply, "RCPT TO")
-        if not pipelined and not accepted:
+        if (self.bdat or not pipelined) and not accepted:
             await self._reset()
+            return
+        if self.bdat:
+            final = await self._send_bdat(msg)
+            for i in accepted:
+                results[i] = self._outcome(final, "BDAT")
             return
         if pipelined:
             data_reply = await self._reply(t.data_init, "sending DATA command")
@@ -406,6 +470,34 @@ class Session:
         else:
             await self._write(encoder.finish(), t.data_xfer, "sending message body")
         return await self._reply(t.data_done, DATA_DONE)
+
+    @property
+    def bdat(self) -> bool:
+        """Send content with BDAT (RFC 3030): the server offers CHUNKING (SMTP only)."""
+        return self.features.chunking and not self.settings.lmtp
+
+    async def _send_bdat(self, msg: OutMessage) -> Reply:
+        """The content in BDAT chunks, each answered before the next; the last reply."""
+        t = self.settings.timeouts
+        encoder = DataEncoder(self.settings.line_length_limit, stuff=False)
+        pending = bytearray()
+
+        async def chunk(data: bytes, last: bool) -> Reply:
+            command = f"BDAT {len(data)}{' LAST' if last else ''}\r\n".encode("ascii")
+            await self._write(command + data, t.data_xfer, "sending message body")
+            return await self._reply(t.data_done if last else t.data_xfer,
+                                     DATA_DONE if last else "sending message body")
+
+        for piece in msg.chunks():
+            pending += encoder.feed(piece)
+            while len(pending) >= BDAT_CHUNK:
+                reply = await chunk(bytes(pending[:BDAT_CHUNK]), False)
+                del pending[:BDAT_CHUNK]
+                if not reply.ok:
+                    self.usable = False     # the server's state after a refused chunk is unclear
+                    return reply
+        pending += encoder.finish()
+        return await chunk(bytes(pending), True)
 
     async def _reset(self) -> None:
         """RSET after an aborted transaction, so the connection can be reused."""

@@ -6,7 +6,9 @@ For a :class:`postpy.ipc.messages.DeliveryRequest` the agent
 2. waits for a slot: at most ``smtp_destination_concurrency_limit``
    sessions per next hop in this process (qmgr bounds it too; this keeps a
    process honest when several qmgr connections share it);
-3. reuses a parked session for the next hop (:mod:`postpy.smtp.cache`), or
+3. reuses a parked session for the next hop (:mod:`postpy.smtp.cache`; per
+   sender too with sender-dependent SASL logins), or takes the next hop's
+   TLS policy (:mod:`postpy.smtp.tls_policy`) and
    looks up the servers (:mod:`postpy.smtp.dns`; :mod:`postpy.smtp.lmtp`
    for the lmtp program) and tries them in order:
    the next server on a connection failure, a 4xx (or 5xx) greeting, a TLS
@@ -36,6 +38,7 @@ from postpy.smtp.dns import Target
 from postpy.smtp.failure import DeliveryFailure
 from postpy.smtp.message import BadRequest, Outcome, OutMessage, load_message
 from postpy.smtp.settings import AgentSettings
+from postpy.smtp.tls import TlsPolicy
 from postpy.util import maillog
 
 
@@ -85,7 +88,8 @@ class Agent:
                                 f"{reason}")] * len(request.recipients)
         else:
             async with self._slot(request.nexthop):
-                outcomes, relay, conn_use = await self._attempt(request.nexthop, msg, timing)
+                outcomes, relay, conn_use = await self._attempt(request.nexthop, msg, timing,
+                                                                request.sender)
         timing.done = time.time()
         results = []
         for rcpt, outcome in zip(request.recipients, outcomes, strict=True):
@@ -96,21 +100,32 @@ class Agent:
                                            relay))
         return DeliveryResult(request.queue_id, results)
 
-    async def _attempt(self, nexthop: str, msg: OutMessage,
-                       timing: Timing) -> tuple[list[Outcome], str, int]:
+    def _cache_key(self, nexthop: str, sender: str) -> str:
+        """Sessions are shared by next hop; by sender too when the login depends on it."""
+        sasl = self.settings.client.sasl
+        if sasl is not None and sasl.enable and sasl.sender_dependent:
+            return f"{nexthop}\n{sender.lower()}"
+        return nexthop
+
+    async def _attempt(self, nexthop: str, msg: OutMessage, timing: Timing,
+                       sender: str = "") -> tuple[list[Outcome], str, int]:
         """Outcomes, the relay that gave them ("none": no server reached) and its use count."""
         s = self.settings
         count = len(msg.recipients)
-        session = self.cache.take(nexthop) if s.cache_on_demand else None
+        sender = sender or msg.sender
+        key = self._cache_key(nexthop, sender)
+        session = self.cache.take(key) if s.cache_on_demand else None
         if session is not None:
             timing.connected = time.time()
             try:
                 outcomes = await session.send_message(msg)
-                self._release(nexthop, session)
+                self._release(key, session)
                 return outcomes, session.target.relay, session.uses
             except DeliveryFailure:
                 session.close()        # it went stale while parked: start afresh
         try:
+            policy, domain = (s.tls_policies.for_nexthop(nexthop) if s.tls_policies is not None
+                              else (s.client.tls, nexthop))
             targets = await self.destinations.targets(nexthop, s.default_port)
         except DeliveryFailure as exc:
             return [_failed(exc)] * count, "none", 0
@@ -122,7 +137,7 @@ class Agent:
             if s.session_limit and sessions >= s.session_limit:
                 break
             try:
-                session = await self._open(target, nexthop)
+                session = await self._open(target, nexthop, policy, domain, sender)
             except DeliveryFailure as exc:
                 failure = exc
                 if exc.next_host:
@@ -138,18 +153,21 @@ class Agent:
                 if exc.next_host:
                     continue
                 break
-            self._release(nexthop, session)
+            self._release(key, session)
             return outcomes, session.target.relay, session.uses
         assert failure is not None
         return [_failed(failure)] * count, failure.relay or "none", 0
 
-    async def _open(self, target: Target, nexthop: str) -> Session:
+    async def _open(self, target: Target, nexthop: str, policy: TlsPolicy, domain: str,
+                    sender: str) -> Session:
         client = self.settings.client
         try:
-            return await Session.open(target, client, nexthop)
+            return await Session.open(target, client, nexthop, policy=policy, domain=domain,
+                                      sender=sender)
         except TlsFallback as exc:
             maillog.info(f"{exc.text}; retrying {target.relay} without TLS")
-            return await Session.open(target, client, nexthop, use_tls=False)
+            return await Session.open(target, client, nexthop, use_tls=False, policy=policy,
+                                      domain=domain, sender=sender)
 
     def _release(self, nexthop: str, session: Session) -> None:
         if self.settings.cache_on_demand and session.alive:

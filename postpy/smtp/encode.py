@@ -5,7 +5,8 @@
   RFC 5321 section 4.5.2: every line ends in CRLF, a line that starts with
   ``.`` gets one more, and the stream ends with ``CRLF.CRLF``.  It works on
   chunks of any size, so a message is streamed, never held whole.  A lone
-  CR inside a line is passed on unchanged.
+  CR inside a line is passed on unchanged.  With ``stuff=False`` it makes
+  BDAT content (RFC 3030): CRLF lines, no dot-stuffing, no final dot.
 - :func:`xtext` (RFC 3461 section 4) encodes ENVID and ORCPT values;
   :func:`orcpt_param` builds an ORCPT value from the stored
   ``addr-type;address`` (RFC 3461 section 4.2, RFC 6533 for ``utf-8``).
@@ -34,9 +35,10 @@ class DataEncoder:
     b'..a\\r\\nb\\r\\n.\\r\\n'
     """
 
-    def __init__(self, line_limit: int = 998) -> None:
+    def __init__(self, line_limit: int = 998, *, stuff: bool = True) -> None:
         self._carry = b""       # an incomplete last line (no LF yet)
         self._limit = line_limit
+        self._stuff = stuff     # False for BDAT (RFC 3030): no dot-stuffing, no final dot
 
     def _break(self, block: bytes) -> bytes:
         """Break over-long lines of LF-terminated ``block``."""
@@ -56,6 +58,8 @@ class DataEncoder:
                 max(map(len, block.split(b"\n"))) > self._limit:
             block = self._break(block)
         block = block.replace(b"\n", b"\r\n")
+        if not self._stuff:
+            return block
         if block.startswith(b"."):
             block = b"." + block
         return block.replace(b"\r\n.", b"\r\n..")
@@ -73,7 +77,7 @@ class DataEncoder:
         """The rest, a CRLF if the content did not end with one, and the final dot."""
         tail = self._lines(self._carry + b"\n") if self._carry else b""
         self._carry = b""
-        return tail + b".\r\n"
+        return tail + b".\r\n" if self._stuff else tail
 
 
 def encode_all(chunks: Iterable[bytes], line_limit: int = 998) -> bytes:

@@ -80,6 +80,8 @@ class Features:
     dsn: bool = False
     starttls: bool = False
     enhancedstatuscodes: bool = False
+    chunking: bool = False         # RFC 3030 BDAT
+    auth: tuple[str, ...] = ()     # SASL mechanisms (RFC 4954), upper case
     keywords: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -108,6 +110,12 @@ class Features:
                 feats.starttls = True
             elif keyword == "ENHANCEDSTATUSCODES":
                 feats.enhancedstatuscodes = True
+            elif keyword == "CHUNKING":
+                feats.chunking = True
+            elif keyword == "AUTH" or keyword.startswith("AUTH="):
+                # "AUTH=PLAIN LOGIN" is the pre-RFC form some servers still send.
+                mechs = (keyword[5:] + " " + arg) if keyword.startswith("AUTH=") else arg
+                feats.auth = tuple(dict.fromkeys(feats.auth + tuple(mechs.upper().split())))
         return feats
 
     @classmethod

@@ -8,8 +8,11 @@ a sequence of requests (:class:`postpy.ipc.messages.DeliveryRequest` in,
 sessions run at once in one process.
 
 Before the chroot and privilege drop it reads what it cannot read later:
-resolv.conf (the DNS resolver), the TLS CA file, this host's own addresses
-for the mail loop check, the port of the ``smtp`` service.
+resolv.conf (the DNS resolver), the TLS CA file and client certificate,
+this host's own addresses for the mail loop check, the port of the
+``smtp`` service, and it opens ``smtp_sasl_password_maps`` and
+``smtp_tls_policy_maps`` (a password table is usually readable by root
+only, as in Postfix).
 
 See :mod:`postpy.smtp.delivery` for what one request does.
 
@@ -54,9 +57,22 @@ def build_agent(ctx: skeleton.ServerContext) -> Agent:
             lookup=tuple(w.lower() for w in cfg.get_list(param_name("smtp_host_lookup", protocol)))
             or ("dns",), rng=random.Random())
         destinations: Destinations = LmtpDestinations(hosts) if protocol == "lmtp" else hosts
+        _open_tables(settings.client.sasl.password_maps if settings.client.sasl else [])
+        _open_tables(settings.tls_policies.maps if settings.tls_policies else [])
     except (ConfigError, TlsConfigError, DeliveryFailure, ValueError) as exc:
         maillog.fatal(f"{protocol}: {exc}")
     return Agent(settings, destinations)
+
+
+def _open_tables(specs: list[str]) -> None:
+    """Open tables while still privileged; a failure is logged and retried when used."""
+    from postpy.tables.maps import TableError, open_table
+
+    for spec in specs:
+        try:
+            open_table(spec)
+        except TableError:
+            pass
 
 
 async def handle(ctx: skeleton.ServerContext, reader: asyncio.StreamReader,

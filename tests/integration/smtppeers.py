@@ -196,10 +196,14 @@ class _Server(socketserver.ThreadingTCPServer):
     state: PeerState
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class ThreadPeer:
     def __init__(self, state: PeerState | None = None, host: str = "127.0.0.1") -> None:
         self.state = state or PeerState()
-        self.server = _Server((host, 0), _Handler)
+        self.server = (_Server6 if ":" in host else _Server)((host, 0), _Handler)
         self.server.state = self.state
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},

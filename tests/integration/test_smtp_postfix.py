@@ -57,7 +57,7 @@ def test_postpy_to_postfix(mta_factory):
         with smtplib.SMTP("127.0.0.1", mta.port, timeout=30) as client:
             client.sendmail("alice@test.example", ["bob@pf.test"], BODY.encode())
         found = mta.wait_log(rf"to=<bob@pf.test>, relay=127.0.0.1\[127.0.0.1\]:{postfix.port}, .*dsn=2.0.0, "
-                             r"status=sent \(250 2.0.0 Ok: queued as (\w+)\)", 20)
+                             r"status=sent \(250 2.0.0 Ok: (?:\d+ bytes )?queued as (\w+)\)", 20)
         postfix.wait_log(rf"{found.group(1)}: to=<bob@pf.test>, relay=virtual, .*status=sent "
                          r"\(delivered to maildir\)")
         stored = wait_for(postfix.maildir, 10, "the message in Postfix's Maildir")
@@ -76,7 +76,7 @@ def test_postpy_to_postfix_smtputf8_and_dsn_parameters(mta_factory):
                             mail_options=["SMTPUTF8", "BODY=8BITMIME", "ENVID=env-42", "RET=HDRS"],
                             rcpt_options=["NOTIFY=SUCCESS", "ORCPT=rfc822;Robert@pf.test"])
         queue_id = mta.wait_log(r"to=<bob@pf.test>, relay=127.0.0.1\[127.0.0.1\]:\d+, .*status=sent "
-                                r"\(250 2.0.0 Ok: queued as (\w+)\)", 20).group(1)
+                                r"\(250 2.0.0 Ok: (?:\d+ bytes )?queued as (\w+)\)", 20).group(1)
         postfix.wait_log(rf"{queue_id}: sender delivery status notification: \w+")
         try:
             stored = wait_for(lambda: len(postfix.maildir()) == 2 and postfix.maildir(), 20,
@@ -99,7 +99,7 @@ def test_postfix_to_postpy(mta_factory, area):
         with smtplib.SMTP("127.0.0.1", postfix.port, timeout=30) as client:
             client.sendmail("carol@pf.test", ["bob@pp.test"], BODY.encode())
         found = postfix.wait_log(rf"to=<bob@pp.test>, relay=127.0.0.1\[127.0.0.1\]:{mta.port}, .*"
-                                 r"dsn=2.0.0, status=sent \(250 2.0.0 Ok: queued as (\w+)\)")
+                                 r"dsn=2.0.0, status=sent \(250 2.0.0 Ok: (?:\d+ bytes )?queued as (\w+)\)")
         mta.wait_log(rf"{found.group(1)}: to=<bob@pp.test>, relay=local, .*status=sent \(delivered to maildir\)",
                      20)
         stored = wait_for(lambda: maildir(area), 10, "the message in postpy's Maildir")

@@ -37,6 +37,8 @@ class Script:
     drop_after: int | None = None  # close after this many content bytes
     tls: ssl.SSLContext | None = None
     starttls_extra: str = ""     # sent right after the 220 to STARTTLS (response injection)
+    auth: list[str] = field(default_factory=list)     # SASL mechanisms offered (AUTH ...)
+    auth_reply: str = "235 2.7.0 Authentication successful"
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Record:
     commands: list[str] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
     tls: bool = False
+    chunks: list[bytes] = field(default_factory=list)     # BDAT chunks of the open transaction
 
 
 class Peer:
@@ -105,6 +108,7 @@ class Peer:
                         await say("502 5.5.2 Error: command not recognized")
                         continue
                     feats = list(s.features) + (["STARTTLS"] if s.tls and not record.tls else [])
+                    feats += [f"AUTH {' '.join(s.auth)}"] if s.auth else []
                     lines = [s.name, *feats]
                     await say("\r\n".join(f"250{'-' if i < len(lines) - 1 else ' '}{t}"
                                           for i, t in enumerate(lines)))
@@ -116,6 +120,28 @@ class Peer:
                         return await self._hang()
                     await writer.start_tls(s.tls)
                     record.tls = True
+                elif verb == "AUTH" and s.auth:
+                    words = line.split()
+                    mech = words[1].upper() if len(words) > 1 else ""
+                    prompts = {"PLAIN": [] if len(words) > 2 else [""],
+                               "LOGIN": ["VXNlcm5hbWU6", "UGFzc3dvcmQ6"],
+                               "CRAM-MD5": ["PDEyMzQ1LjY3ODlAcGVlci5leGFtcGxlPg=="]}.get(mech, [])
+                    for prompt in prompts:
+                        await say(f"334 {prompt}")
+                        answer = (await reader.readline()).decode().rstrip("\r\n")
+                        record.commands.append(answer)
+                    await say(s.auth_reply)
+                elif verb == "BDAT" and in_mail:
+                    words = line.split()
+                    chunk = await reader.readexactly(int(words[1]))
+                    record.chunks.append(chunk)
+                    if len(words) > 2 and words[2].upper() == "LAST":
+                        in_mail = False
+                        record.messages.append(b"".join(record.chunks))
+                        record.chunks.clear()
+                        await say(s.final)
+                    else:
+                        await say(f"250 2.0.0 {len(chunk)} octets received")
                 elif verb == "MAIL":
                     await say(s.mail)
                     in_mail = s.mail.startswith("2")
