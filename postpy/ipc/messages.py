@@ -126,6 +126,7 @@ class RecipientResult:
     dsn: str                # X.Y.Z
     text: str               # the reason or the remote reply, for logs and DSNs
     relay: str = ""         # e.g. "mx.example.org[192.0.2.1]:25" or "local"
+    action: str = ""        # a success's DSN action: "relayed" (pipe without flag X); "" = delivered
 
 
 @message("delivery_result")

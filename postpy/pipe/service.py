@@ -100,8 +100,15 @@ class PipeAgent:
             log_delivery(request.queue_id, rcpt.address, orig=rcpt.orig, relay=self.service,
                          timing=timing, dsn=verdict.dsn, status=verdict.status, text=verdict.text)
             results.append(RecipientResult(rcpt.index, verdict.status, verdict.dsn, verdict.text,
-                                           self.service))
+                                           self.service, self._action(verdict)))
         return DeliveryResult(request.queue_id, results)
+
+    def _action(self, verdict: Verdict) -> str:
+        """A success is "relayed" (the command passes the mail on) unless flag X
+        says the command delivers it for good, as pipe(8) reports it in DSNs."""
+        if verdict.status != "sent" or (self.settings is not None and "X" in self.settings.flags):
+            return ""
+        return "relayed"
 
     def _verdict(self, request: DeliveryRequest) -> Verdict:
         settings = self.settings

@@ -9,7 +9,9 @@ The words after ``pipe`` reach the daemon as its arguments (``ctx.args``,
 see :mod:`postpy.server.skeleton`); :func:`parse` reads them:
 
 ``flags=``        letters from :data:`FLAGS` (see :mod:`postpy.pipe.content`
-                  and :mod:`postpy.pipe.expand` for what each does)
+                  and :mod:`postpy.pipe.expand` for what each does; ``X``:
+                  the command delivers for good, so a success notice says
+                  "delivered", not "relayed")
 ``user=name[:group]``   who runs the command (required; never root, never
                   mail_owner)
 ``argv=command ...``    the command and its arguments (required, last:

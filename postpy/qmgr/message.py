@@ -46,7 +46,8 @@ def outcome(msg: ActiveMessage, results: list[RecipientResult]
             wants = "SUCCESS" in rcpt.notify.upper().split(",")
             statuses.setdefault(qfile.SUCCESS if wants else qfile.DONE, []).append(rcpt)
             if wants:
-                entries.append(qfile.LogEntry(rcpt.index, "delivered", result.dsn, result.text))
+                entries.append(qfile.LogEntry(rcpt.index, result.action or "delivered", result.dsn,
+                                              result.text))
         elif result.status == "bounced":
             entries.append(qfile.LogEntry(rcpt.index, "failed", result.dsn, result.text))
             statuses.setdefault(qfile.BOUNCED, []).append(rcpt)
