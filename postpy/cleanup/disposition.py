@@ -1,8 +1,10 @@
-"""cleanup: the end of a queue file whose content was inspected.
+"""cleanup: the end of a queue file whose content was inspected or judged.
 
 :mod:`postpy.cleanup.session` calls :func:`finish` instead of
 ``QueueFileWriter.finish`` when :mod:`postpy.cleanup.checks` inspected the
-message; it carries out the verdict:
+message, or smtpd's access restrictions asked for HOLD or DISCARD (the
+envelope attributes ``hold`` and ``discard``, see :func:`smtpd_verdict`);
+it carries out the verdict:
 
 - DISCARD: the unfinished file is removed; the client was told "queued"
   all the same (that is what DISCARD means) and nothing is delivered;
@@ -46,17 +48,23 @@ def rewrite_envelope(writer: qfile.QueueFileWriter, envelope: qfile.Envelope) ->
     return new
 
 
-def finish(writer: qfile.QueueFileWriter, checks: ContentChecks, env: CheckedEnvelope,
+def smtpd_verdict(env: CheckedEnvelope) -> tuple[bool, bool]:
+    """(hold, discard) as smtpd's restrictions asked in the envelope."""
+    return bool(env.attrs.get("hold")), bool(env.attrs.get("discard"))
+
+
+def finish(writer: qfile.QueueFileWriter, checks: ContentChecks | None, env: CheckedEnvelope,
            arrival: float) -> str | None:
-    """Finish (or drop) the file as the checks decided; its final path, or
-    None when discarded.  On an error no file is left behind."""
-    if checks.discard:
+    """Finish (or drop) the file as the checks and smtpd decided; its final
+    path, or None when discarded.  On an error no file is left behind."""
+    hold, discard = smtpd_verdict(env)
+    if discard or (checks is not None and checks.discard):
         writer.abort()
         return None
-    if checks.envelope_pending:
+    if checks is not None and checks.envelope_pending:
         checks.apply_to(env)
         writer = rewrite_envelope(writer, qfile.Envelope(env.sender, env.recipients,
                                                          arrival=arrival, attrs=env.stored))
-    if checks.hold:
+    if hold or (checks is not None and checks.hold):
         return writer.finish_in(os.path.join(os.path.dirname(writer.directory), HOLD))
     return writer.finish()

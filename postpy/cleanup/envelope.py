@@ -27,7 +27,8 @@ from postpy.ipc.messages import CLEANUP_ATTRS, CleanupEnvelope, Rcpt
 from postpy.queue import qfile
 
 # Attributes that steer cleanup itself and are not stored in the queue file.
-PROCESSING_ATTRS = frozenset({"rewrite", "extract", "log_prefix", "overrides"})
+PROCESSING_ATTRS = frozenset({"rewrite", "extract", "log_prefix", "overrides",
+                              "hold", "discard", "prepend"})
 LOCAL_ORIGINS = frozenset({"pickup", "local", "bounce"})
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

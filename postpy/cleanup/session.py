@@ -36,6 +36,7 @@ with a final name (see :mod:`postpy.cleanup.service` for their removal).
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 import time
@@ -52,7 +53,7 @@ from postpy.config.maincf import Config
 from postpy.ipc import codec
 from postpy.ipc.messages import CleanupEnvelope, CleanupHello, CleanupResult
 from postpy.ipc.trigger import SCAN, send_trigger
-from postpy.mail.headers import HeaderBlockReader
+from postpy.mail.headers import Header, HeaderBlockReader, header_name
 from postpy.queue import qfile
 from postpy.queue.layout import INCOMING
 from postpy.queue.qid import new_queue_id
@@ -227,6 +228,9 @@ class Session:
         """The header block is complete: decide, then create the file."""
         assert self.env is not None
         env = self.env
+        prepended = smtpd_prepend(env)
+        if prepended:
+            self.reader.headers[:0] = prepended
         self.checks = self.settings.checks.for_message(env, self.queue_id)
         if self.checks is not None:
             self.reader.headers = self.checks.check_headers(self.reader.headers)
@@ -265,10 +269,10 @@ class Session:
             self._write(self.checks.end())
         if self._last_byte != b"\n":
             self._write(b"\n")               # every stored line ends with LF
-        if self.checks is None:
+        assert self.env is not None
+        if self.checks is None and disposition.smtpd_verdict(self.env) == (False, False):
             self.writer.finish()
         else:
-            assert self.env is not None
             disposition.finish(self.writer, self.checks, self.env, self.arrival)
         self.writer = None
 
@@ -295,6 +299,28 @@ class Session:
         if self.writer is not None:
             self.writer.abort()
             self.writer = None
+
+
+def smtpd_prepend(env: CheckedEnvelope) -> list[Header]:
+    """The header lines smtpd's restrictions PREPENDed (the ``prepend``
+    attribute, a JSON list); malformed ones are logged and dropped."""
+    text = env.attrs.get("prepend", "")
+    if not text:
+        return []
+    try:
+        lines = json.loads(text)
+    except ValueError:
+        lines = None
+    if not isinstance(lines, list):
+        maillog.warning(f"malformed prepend attribute from {env.origin or 'client'}: ignored")
+        return []
+    out = []
+    for line in lines:
+        raw = f"{line}\n".encode("utf-8", "surrogateescape") if isinstance(line, str) else b""
+        name = header_name(raw)
+        if name:
+            out.append(Header(name, raw))
+    return out
 
 
 def serve(sock: socket.socket, settings: CleanupSettings, peer: str = "client") -> CleanupResult | None:

@@ -67,10 +67,14 @@ class Rcpt:
 #                (stored in the queue file; qmgr routes every recipient there)
 #   overrides    receive_override_options of the receiving service, comma-separated
 #                (see postpy.cleanup.overrides; not stored)
+#   hold, discard   smtpd's access restrictions said HOLD / DISCARD (the value
+#                is the reason, for the log); carried out by cleanup.disposition
+#   prepend      JSON list of header lines smtpd's restrictions PREPENDed
 CLEANUP_ATTRS = frozenset({
     "origin", "client_name", "client_addr", "client_port", "helo", "protocol", "tls",
     "sasl_username", "sasl_method", "envid", "ret", "body", "smtputf8", "uid",
     "full_name", "rewrite", "extract", "log_prefix", "content_filter", "overrides",
+    "hold", "discard", "prepend",
 })
 
 

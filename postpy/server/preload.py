@@ -28,7 +28,11 @@ _SMTP = (*TABLES, "ssl", "dns._asyncio_backend", "dns.rdtypes.mxbase", "dns.rdty
          "dns.rdtypes.ANY.CNAME", "dns.rdtypes.IN.A", "dns.rdtypes.IN.AAAA", "sniffio")
 
 BY_PROGRAM: dict[str, tuple[str, ...]] = {
-    "smtpd": (*TABLES, "ssl", "postpy.sasl.passwdfile", "postpy.sasl.dovecot"),
+    "smtpd": (*TABLES, "ssl", "postpy.sasl.passwdfile", "postpy.sasl.dovecot",
+              # restrictions: client names, domains and DNS lists (postpy.smtpd.dnsquery)
+              "dns._asyncio_backend", "dns.rdtypes.mxbase", "dns.rdtypes.txtbase",
+              "dns.rdtypes.ANY.MX", "dns.rdtypes.ANY.PTR", "dns.rdtypes.ANY.TXT",
+              "dns.rdtypes.ANY.CNAME", "dns.rdtypes.IN.A", "dns.rdtypes.IN.AAAA", "sniffio"),
     "smtp": _SMTP,
     "lmtp": _SMTP,
     "qmgr": (*TABLES, *ROUTING, "postpy.mail.authorized"),

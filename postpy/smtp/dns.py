@@ -40,6 +40,7 @@ import dns.rdatatype
 import dns.resolver
 
 from postpy.smtp.failure import DeliveryFailure, permanent, temporary
+from postpy.util.dnsresolver import make_resolver as make_resolver  # re-exported
 
 NOT_FOUND = "Host not found"
 TRY_AGAIN = "Host not found, try again"
@@ -123,31 +124,6 @@ def literal_address(host: str) -> str | None:
 
 def _error_text(name: str, rdtype: str, reason: str) -> str:
     return f"Host or domain name not found. Name service error for name={name} type={rdtype}: {reason}"
-
-
-def make_resolver(server: str = "", timeout: float = 10.0) -> dns.asyncresolver.Resolver:
-    """dnspython resolver: the system's, or one that asks ``server`` (addr[:port])."""
-    if server:
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        host, port = server, 53
-        if server.startswith("["):
-            host, _, rest = server[1:].partition("]")
-            port = int(rest[1:]) if rest.startswith(":") else 53
-        elif server.count(":") == 1:
-            host, _, text = server.partition(":")
-            port = int(text)
-        resolver.nameservers = [host]
-        resolver.port = port
-    else:
-        try:
-            resolver = dns.asyncresolver.Resolver()
-        except dns.resolver.NoResolverConfiguration:
-            resolver = dns.asyncresolver.Resolver(configure=False)
-            resolver.nameservers = ["127.0.0.1"]
-    resolver.lifetime = timeout
-    resolver.timeout = min(resolver.timeout, timeout)
-    resolver.cache = dns.resolver.LRUCache(1000)
-    return resolver
 
 
 @dataclass

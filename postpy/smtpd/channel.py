@@ -78,6 +78,11 @@ class Channel:
             raise ClientGone("end of file")
         self.buf += data
 
+    def pending(self) -> int:
+        """Bytes the client sent that were not used yet (pipelining checks)."""
+        queued = getattr(self.reader, "_buffer", None)
+        return len(self.buf) + (len(queued) if isinstance(queued, bytearray) else 0)
+
     def has_line(self) -> bool:
         return b"\n" in self.buf
 

@@ -8,11 +8,16 @@ SMTPUTF8 (553, RFC 6531 section 3.4), ``SIZE`` within
 ``message_size_limit`` (552, RFC 1870), and enough free space in the queue
 file system (452 4.3.1, :func:`storage_refused`: Postfix's rule).
 
+With ``smtpd_helo_required = yes`` MAIL first needs HELO/EHLO (503); with
+``smtpd_delay_reject = no`` the sender restrictions run at MAIL.
+
 RCPT (section 4.1.1.3) adds one recipient after: a transaction open (503),
 syntax and DSN parameters, SMTPUTF8, ``smtpd_recipient_limit`` (452), then
-the relay restrictions and local recipient validation of
-:mod:`postpy.smtpd.relay`.  Policy rejects are logged as
-``NOQUEUE: reject: RCPT from ...`` lines.
+the restrictions of :mod:`postpy.smtpd.restrictions` (client, HELO and
+sender lists when delayed, relay and recipient lists) and the local
+recipient validation of :mod:`postpy.smtpd.relay`.  Policy rejects are
+logged as ``NOQUEUE: reject: RCPT from ...`` lines; what the restrictions
+ask of the message (HOLD, FILTER, ...) is kept with the transaction.
 """
 
 from __future__ import annotations
@@ -66,6 +71,11 @@ async def mail_cmd(s: Session, arg: str) -> Reply:
         return exc.reply
     if not params.smtputf8 and not path.address.isascii():
         return replies.UTF8_REQUIRED
+    rules = s.settings.rules()
+    if rules.cfg.helo_required and not s.helo:
+        reply = replies.R(503, "5.5.1 Error: send HELO/EHLO first")
+        s.log_reject("MAIL", reply)
+        return reply
     limit = s.settings.message_size_limit
     if params.size is not None and limit and params.size > limit:
         s.log_reject("MAIL", replies.TOO_BIG)
@@ -74,6 +84,13 @@ async def mail_cmd(s: Session, arg: str) -> Reply:
         s.log_reject("MAIL", replies.NO_STORAGE)
         return replies.NO_STORAGE
     s.txn = Transaction(sender=path.address, mail=params)
+    result = await rules.mail(s.request("MAIL"))
+    refused = s.restrict("MAIL", result)
+    if refused is not None:
+        s.txn = Transaction()
+        return refused
+    if result is not None:
+        s.txn.actions.merge(result.actions)
     return replies.MAIL_OK
 
 
@@ -93,9 +110,10 @@ async def rcpt_cmd(s: Session, arg: str) -> Reply:
         return replies.UTF8_REQUIRED
     if len(txn.recipients) >= s.settings.recipient_limit:
         return replies.TOO_MANY_RCPTS
-    verdict = s.settings.relay.check(s.recipient(path.written, path.address))
-    if verdict is not None:
-        s.log_reject("RCPT", verdict, recipient=path.written)
-        return verdict
+    result = await s.settings.rules().rcpt(s.request("RCPT", path.written, path.address))
+    refused = s.restrict("RCPT", result, recipient=path.written)
+    if refused is not None:
+        return refused
+    txn.actions.merge(result.actions)
     txn.recipients.append(Rcpt(address=path.address, orcpt=params.orcpt, notify=params.notify))
     return replies.RCPT_OK

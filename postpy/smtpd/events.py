@@ -7,6 +7,7 @@ each shape is written once, here::
     ID: client=localhost[127.0.0.1]
     ID: client=unknown[192.0.2.7], sasl_method=PLAIN, sasl_username=alice
     NOQUEUE: reject: RCPT from unknown[192.0.2.9]: 554 5.7.1 <x@y>: Relay access denied; from=<a@b> to=<x@y> proto=ESMTP helo=<h>
+    NOQUEUE: hold: RCPT from unknown[192.0.2.9]: <x@y>: Recipient address triggers HOLD action; from=<a@b> to=<x@y> proto=ESMTP helo=<h>
     lost connection after DATA (1234 bytes) from localhost[127.0.0.1]
     timeout after RCPT from localhost[127.0.0.1]
     too many errors after RCPT from localhost[127.0.0.1]
@@ -38,6 +39,15 @@ def client_line(queue_id: str, client: str, sasl_method: str = "", sasl_username
 def reject(stage: str, client: str, reply: Reply, *, queue_id: str = "NOQUEUE",
            sender: str | None = None, recipient: str | None = None,
            proto: str = "", helo: str = "") -> None:
+    restriction("reject", stage, client, f"{reply.code} {reply.text}", queue_id=queue_id,
+                sender=sender, recipient=recipient, proto=proto, helo=helo)
+
+
+def restriction(action: str, stage: str, client: str, text: str, *, queue_id: str = "NOQUEUE",
+                sender: str | None = None, recipient: str | None = None,
+                proto: str = "", helo: str = "") -> None:
+    """``NOQUEUE: ACTION: STAGE from CLIENT: TEXT; from=<> to=<> proto=P helo=<h>``,
+    for reject, reject_warning, warn, info, hold, discard, filter, redirect, bcc."""
     fields = []
     if sender is not None:
         fields.append(f"from=<{sender}>")
@@ -47,8 +57,7 @@ def reject(stage: str, client: str, reply: Reply, *, queue_id: str = "NOQUEUE",
         fields.append(f"proto={proto}")
     if helo:
         fields.append(f"helo=<{helo}>")
-    maillog.info(f"{queue_id}: reject: {stage} from {client}: {reply.code} {reply.text}; "
-                 + " ".join(fields))
+    maillog.info(f"{queue_id}: {action}: {stage} from {client}: {text}; " + " ".join(fields))
 
 
 def lost_connection(after: str, client: str) -> None:

@@ -1,21 +1,19 @@
-"""Who may send mail where: mynetworks, relay restrictions, local recipients.
+"""Who may send mail where: mynetworks, relay domains, local recipients.
 
-Evaluated by smtpd at RCPT TO time, for every recipient:
+The domain facts the restrictions of :mod:`postpy.smtpd.restrictions`
+ask about, and the recipient validation that follows them:
 
-1. ``smtpd_sender_restrictions``, ``smtpd_relay_restrictions`` then
-   ``smtpd_recipient_restrictions``, each a list evaluated in order until a
-   restriction permits or rejects (Postfix semantics: a permit ends that
-   list only; a reject ends the command; sender restrictions wait for RCPT
-   as with Postfix's ``smtpd_delay_reject = yes``).  Supported
-   restrictions: ``permit``, ``reject``, ``permit_mynetworks``,
-   ``permit_sasl_authenticated`` (the client logged in with AUTH),
-   ``reject_unauth_destination``, ``defer_unauth_destination``,
-   ``reject_unlisted_recipient``, and ``reject_sender_login_mismatch`` with
-   its ``reject_authenticated_``/``reject_unauthenticated_`` halves
-   (``smtpd_sender_login_maps``, see :mod:`postpy.sasl.senderlogin`).
-   ``reject_unknown_recipient_domain`` would need DNS in smtpd; it is
-   accepted and skipped with a warning at start.  Anything else answers
-   ``451 4.3.5 Server configuration error``.
+1. ``reject_unauth_destination`` / ``defer_unauth_destination``
+   (:meth:`RelayPolicy._unauth_destination`): is the recipient's domain
+   local, virtual or a relay domain, and is its local part free of relay
+   tricks?  ``reject_sender_login_mismatch`` and its halves use
+   :attr:`RelayPolicy.sender_login` (``smtpd_sender_login_maps``, see
+   :mod:`postpy.sasl.senderlogin`).  :meth:`RelayPolicy.check_config`
+   refuses an open relay (neither list has ``reject_unauth_destination``,
+   ``defer_unauth_destination`` or ``reject``).  :meth:`RelayPolicy.check`
+   evaluates the sender, relay and recipient lists without DNS or policy
+   servers, for tools and unit tests; smtpd itself runs every list through
+   :class:`postpy.smtpd.restrictions.Restrictions`.
 2. The recipient validation of ``smtpd_reject_unlisted_recipient``: a
    recipient in a local domain must be in ``local_recipient_maps`` (an empty
    setting accepts everyone), so the system never accepts mail it can only
@@ -63,11 +61,6 @@ from postpy.tables.maps import TableError, lookup_in_maps
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-KNOWN = frozenset({
-    "permit", "reject", "permit_mynetworks", "permit_sasl_authenticated",
-    "reject_unauth_destination", "defer_unauth_destination", "reject_unlisted_recipient",
-}) | senderlogin.RESTRICTIONS
-SKIPPED = frozenset({"reject_unknown_recipient_domain"})
 RELAY_GUARDS = frozenset({"reject", "reject_unauth_destination", "defer_unauth_destination"})
 
 
@@ -175,7 +168,7 @@ class RelayPolicy:
                 "smtpd_relay_restrictions and smtpd_recipient_restrictions: specify at least "
                 "one working instance of reject_unauth_destination, defer_unauth_destination or reject")
         every = self.sender_restrictions + both
-        warnings = [f"{name}: not supported here; ignored" for name in every if name in SKIPPED]
+        warnings = []
         if senderlogin.RESTRICTIONS & set(every) and not self.sender_login.maps:
             warnings.append("reject_sender_login_mismatch without smtpd_sender_login_maps: "
                             "no sender is owned by any login")
@@ -203,45 +196,12 @@ class RelayPolicy:
             return Reply.of(450, f"4.7.1 <{rcpt.written}>: Relay access denied")
         return replies.relay_denied(rcpt.written)
 
-    def _evaluate(self, restrictions: list[str], rcpt: Recipient) -> Reply | bool | None:
-        """A reject reply, True for permit, None when nothing decided."""
-        for name in restrictions:
-            if name == "permit":
-                return True
-            if name == "reject":
-                return replies.access_denied(rcpt.written)
-            if name == "permit_mynetworks":
-                if rcpt.trusted:
-                    return True
-            elif name == "permit_sasl_authenticated":
-                if rcpt.sasl_username:
-                    return True
-            elif name in SKIPPED:
-                continue
-            elif name in senderlogin.RESTRICTIONS:
-                refusal = self.sender_login.check(name, rcpt.sender, rcpt.sasl_username)
-                if refusal is not None:
-                    return Reply.of(refusal.code, refusal.text)
-            elif name in ("reject_unauth_destination", "defer_unauth_destination"):
-                verdict = self._unauth_destination(rcpt, 450 if name.startswith("defer") else 554)
-                if verdict is not None:
-                    return verdict
-            elif name == "reject_unlisted_recipient":
-                verdict = self.unlisted(rcpt)
-                if verdict is not None:
-                    return verdict
-            else:
-                return replies.CONFIG_ERROR
-        return None
-
     def check(self, rcpt: Recipient) -> Reply | None:
-        """The reject reply for this recipient, or None to accept it."""
-        for restrictions in (self.sender_restrictions, self.relay_restrictions,
-                             self.recipient_restrictions):
-            verdict = self._evaluate(restrictions, rcpt)
-            if isinstance(verdict, Reply):
-                return verdict
-        return self.unlisted(rcpt) if self.reject_unlisted else None
+        """The reject reply for this recipient, or None to accept it (the
+        sender, relay and recipient lists, then unlisted recipients)."""
+        from postpy.smtpd.restrictions import check_recipient_now  # it imports this module
+
+        return check_recipient_now(self, rcpt)
 
     # -- local recipients -----------------------------------------------------
     def unlisted(self, rcpt: Recipient) -> Reply | None:

@@ -13,7 +13,8 @@ the client (or for cleanup's fsync).  One event loop holds hundreds of
 such sessions in one process for the memory of their buffers, with no
 locking between them, where threads would cost a stack each and a
 process per client would cost a Python start-up each.  The work that does
-block (a pwd or lmdb lookup at RCPT, statvfs at MAIL) takes microseconds.
+block (a pwd or lmdb lookup at RCPT, statvfs at MAIL) takes microseconds;
+DNS lookups and policy servers are asked asynchronously, with time limits.
 master still runs several smtpd processes (``maxproc``) when one reports
 itself busy, so a CPU-bound client cannot starve everyone.
 
@@ -22,6 +23,10 @@ Modules: :mod:`~postpy.smtpd.session` (command loop and small commands),
 (DATA, BDAT), :mod:`~postpy.smtpd.data` (end-of-data detection,
 dot-unstuffing, bare CR/LF), :mod:`~postpy.smtpd.commands` (parsing),
 :mod:`~postpy.smtpd.relay` (mynetworks, relay control, local recipients),
+:mod:`~postpy.smtpd.restrictions` (the ``smtpd_*_restrictions`` lists, with
+:mod:`~postpy.smtpd.access`, :mod:`~postpy.smtpd.dnsbl`,
+:mod:`~postpy.smtpd.policy`, :mod:`~postpy.smtpd.peername` for the client's
+name and :mod:`~postpy.smtpd.dnsquery` under them),
 :mod:`~postpy.smtpd.replies`, :mod:`~postpy.smtpd.events` (log lines),
 :mod:`~postpy.smtpd.channel` (client I/O and STARTTLS),
 :mod:`~postpy.smtpd.settings`, :mod:`~postpy.smtpd.tls`,
@@ -36,8 +41,9 @@ import os
 
 from postpy.sasl import ratelimit
 from postpy.server import skeleton
-from postpy.smtpd import events, replies
+from postpy.smtpd import events, peername, replies
 from postpy.smtpd.channel import Channel
+from postpy.smtpd.dnsquery import Lookups
 from postpy.smtpd.relay import parse_ip
 from postpy.smtpd.session import SHUTDOWN, Session
 from postpy.smtpd.settings import Settings, SettingsError
@@ -48,9 +54,9 @@ SETTINGS_KEY = "smtpd"
 
 
 def client_from(writer: asyncio.StreamWriter, settings: Settings) -> Client:
-    """Who is connected.  Loopback is ``localhost``; anything else is
-    ``unknown`` because smtpd does no DNS (Postfix logs ``unknown`` too
-    when it has no verified name).  A unix-socket client is local."""
+    """Who is connected, before the name lookup (:func:`name_client`):
+    loopback is ``localhost``, anything else ``unknown``.  A unix-socket
+    client is local."""
     peer = writer.get_extra_info("peername")
     sock = writer.get_extra_info("sockname")
     if not isinstance(peer, tuple) or len(peer) < 2:
@@ -64,8 +70,19 @@ def client_from(writer: asyncio.StreamWriter, settings: Settings) -> Client:
     ip = parse_ip(addr)
     name = "localhost" if isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address) \
         and ip.is_loopback else "unknown"
-    return Client(name=name, addr=addr, port=port, server_addr=server,
+    server_port = str(sock[1]) if isinstance(sock, tuple) and len(sock) > 1 else ""
+    return Client(name=name, addr=addr, port=port, server_addr=server, server_port=server_port,
                   trusted=settings.mynetworks.matches(addr))
+
+
+async def name_client(client: Client, settings: Settings, dns: Lookups) -> None:
+    """The client's verified and reverse names (:mod:`postpy.smtpd.peername`),
+    once per connection, with ``smtpd_peername_lookup = yes``."""
+    cfg = settings.rules().cfg
+    if not cfg.peername_lookup:
+        return
+    client.peer = await peername.lookup(client.addr, dns, cfg.hosts)
+    client.name = client.peer.name
 
 
 async def serve_client(settings: Settings, reader: asyncio.StreamReader,
@@ -73,8 +90,11 @@ async def serve_client(settings: Settings, reader: asyncio.StreamReader,
     """One SMTP session on an accepted connection."""
     settings.refresh_tls()
     client = client_from(writer, settings)
+    rules = settings.rules().cfg
+    dns = Lookups(rules.resolver, rules.dns_timeout)
+    await name_client(client, settings, dns)
     channel = Channel(reader, writer, settings.timeout)
-    session = Session(settings, channel, client)
+    session = Session(settings, channel, client, dns)
     clients = settings.clients
     clients[client.addr] += 1
     try:

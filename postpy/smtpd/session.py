@@ -14,6 +14,14 @@ handler's :class:`Reply`.  State, per RFC 5321 section 4.1.4:
 - ``counts``: per command [succeeded, total], for the disconnect log line.
 - ``sasl_username``/``sasl_method``: set by a successful AUTH, kept across
   EHLO and RSET, forgotten by STARTTLS.
+- Restrictions (:mod:`postpy.smtpd.restrictions`): :meth:`Session.request`
+  describes the session to them, :meth:`Session.restrict` logs and applies
+  a stage's result.  With ``smtpd_delay_reject = no`` a refused client gets
+  the refusal instead of the greeting and ``503 5.7.0 Error: access denied
+  for name[addr]`` for every command but QUIT.  ``illegal_pipelining`` is
+  set when a command arrives with more input behind it where RFC 2920 does
+  not allow it (after HELO, EHLO, DATA, STARTTLS or AUTH, or from a client
+  that did not say EHLO), for ``reject_unauth_pipelining``.
 
 MAIL/RCPT live in :mod:`postpy.smtpd.envelope`, DATA/BDAT in
 :mod:`postpy.smtpd.transfer`, AUTH in :mod:`postpy.smtpd.auth`; the rest
@@ -30,14 +38,18 @@ from postpy.mail.address import AddressError, parse_path
 from postpy.smtpd import auth, envelope, events, replies, tls, transfer
 from postpy.smtpd.channel import Channel, ClientGone, ClientTimeout
 from postpy.smtpd.commands import decode_line, parse_command
+from postpy.smtpd.dnsquery import Lookups
 from postpy.smtpd.relay import Recipient
 from postpy.smtpd.replies import Reply
+from postpy.smtpd.restrictions import Request, StageResult
 from postpy.smtpd.settings import Settings
 from postpy.smtpd.state import Client, Transaction
+from postpy.smtpd.verdict import MessageActions
 from postpy.util import maillog
 
 _BASE64_WORD = re.compile(r"[A-Za-z0-9+/]+=*")
 NOT_IMPLEMENTED = frozenset({"ETRN", "EXPN", "TURN", "ATRN", "XCLIENT", "XFORWARD"})
+NOT_PIPELINED = frozenset({"HELO", "EHLO", "DATA", "STARTTLS", "AUTH"})   # RFC 2920 section 3.1
 
 
 Handler = Callable[["Session", str], Awaitable[Reply | None]]
@@ -64,10 +76,16 @@ SHUTDOWN = Shutdown()
 
 
 class Session:
-    def __init__(self, settings: Settings, channel: Channel, client: Client) -> None:
+    def __init__(self, settings: Settings, channel: Channel, client: Client,
+                 dns: Lookups | None = None) -> None:
         self.settings = settings
         self.channel = channel
         self.client = client
+        self.dns = dns if dns is not None else Lookups(None)
+        self.actions = MessageActions()     # from restrictions before MAIL (delay_reject = no)
+        self.access_denied: Reply | None = None
+        self.illegal_pipelining = False
+        self.carried_defer: Reply | None = None   # DEFER_IF_PERMIT waiting for RCPT
         self.helo = ""
         self.esmtp = False
         self.txn = Transaction()
@@ -125,7 +143,16 @@ class Session:
                                     f"closing the connection from {label}")
                     return
                 await self._handshake()
-            self.channel.reply(replies.greeting(self.settings.banner))
+            result = await self.settings.rules().connect(self.request("CONNECT"))
+            denied = self.restrict("CONNECT", result)
+            if denied is not None:
+                self.access_denied = denied
+                self.errors += 1
+                self.channel.reply(denied)
+            else:
+                if result is not None:
+                    self.actions.merge(result.actions)
+                self.channel.reply(replies.greeting(self.settings.banner))
             while not self.quit:
                 if SHUTDOWN.requested:
                     self._shut_down()
@@ -180,8 +207,13 @@ class Session:
         handler = HANDLERS.get(command.verb)
         name = command.verb.lower() if handler is not None else "unknown"
         self.after = command.verb if handler is not None else "UNKNOWN"
+        if handler is not None and self.channel.pending() and (
+                command.verb in NOT_PIPELINED or not self.esmtp):
+            self.illegal_pipelining = True
         if not crlf and self.reject_bare_lf:
             reply: Reply | None = replies.BARE_LF
+        elif self.access_denied is not None and command.verb != "QUIT":
+            reply = replies.R(503, f"5.7.0 Error: access denied for {self.client.label}")
         elif handler is None:
             reply = self._unknown(command.verb, text)
         else:
@@ -225,6 +257,41 @@ class Session:
             raise
         events.tls_established(self.client.label, tls.describe(self.channel.tls_object()))
 
+    def request(self, state: str, recipient: str | None = None, address: str = "",
+                size: int = 0, queue_id: str = "") -> Request:
+        """The session as the restrictions see it."""
+        c, tls_obj = self.client, self.channel.tls_object() if self.channel.tls_active else None
+        cipher = tls_obj.cipher() if tls_obj is not None else None
+        return Request(
+            state=state, client_addr=c.addr, client_name=c.name, peer=c.peer,
+            client_port=c.port, server_addr=c.server_addr, server_port=c.server_port,
+            trusted=c.trusted, helo=self.helo, protocol=self.protocol, sender=self.txn.sender,
+            recipient=recipient, recipient_address=address,
+            recipient_count=len(self.txn.recipients), size=size or self.txn.mail.size or 0,
+            queue_id=queue_id, instance=f"{id(self):x}.{self.counts.get('mail', [0, 0])[1]}",
+            sasl_username=self.sasl_username, sasl_method=self.sasl_method,
+            tls=(tls_obj.version() or "", cipher[0], str(cipher[2])) if tls_obj and cipher else ("", "", ""),
+            pipelining_abuse=self.illegal_pipelining, dns=self.dns,
+            carried_defer=self.carried_defer)
+
+    def restrict(self, stage: str, result: StageResult | None, *, recipient: str | None = None,
+                 queue_id: str = "NOQUEUE") -> Reply | None:
+        """Log a stage's notes and refusal; the refusal, or None to go on."""
+        if result is None:
+            return None
+        for action, text in result.notes:
+            events.restriction(action, stage, self.client.label, text, queue_id=queue_id,
+                               sender=self.txn.sender, recipient=recipient,
+                               proto=self.protocol, helo=self.helo)
+        if result.reply is not None:
+            self.log_reject(stage, result.reply, recipient=recipient, queue_id=queue_id)
+            if result.disconnect:
+                self.quit = True
+            return result.reply
+        if result.carry is not None and self.carried_defer is None:
+            self.carried_defer = result.carry
+        return None
+
     def recipient(self, written: str, address: str) -> Recipient:
         return Recipient(written=written, address=address, client_addr=self.client.addr,
                          server_addr=self.client.server_addr, trusted=self.client.trusted,
@@ -239,11 +306,29 @@ def _printable(name: str) -> str:
     return "".join("?" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in name)
 
 
+async def _helo_stage(s: Session, name: str, verb: str) -> Reply | None:
+    """HELO/EHLO restrictions (smtpd_delay_reject = no): the refusal, or None
+    with the name taken."""
+    previous = s.helo
+    s.helo = name
+    result = await s.settings.rules().helo(s.request(verb))
+    refused = s.restrict(verb, result)
+    if refused is not None:
+        s.helo = previous
+        return refused
+    if result is not None:
+        s.actions.merge(result.actions)
+    return None
+
+
 async def helo_cmd(s: Session, arg: str) -> Reply:
     if not arg.strip():
         return replies.SYNTAX_HELO
     s.reset()
-    s.helo, s.esmtp = _printable(arg.strip()), False
+    refused = await _helo_stage(s, _printable(arg.strip()), "HELO")
+    if refused is not None:
+        return refused
+    s.esmtp = False
     return replies.helo_ok(s.settings.hostname)
 
 
@@ -251,7 +336,10 @@ async def ehlo_cmd(s: Session, arg: str) -> Reply:
     if not arg.strip():
         return replies.SYNTAX_EHLO
     s.reset()
-    s.helo, s.esmtp = _printable(arg.strip()), True
+    refused = await _helo_stage(s, _printable(arg.strip()), "EHLO")
+    if refused is not None:
+        return refused
+    s.esmtp = True
     cfg = s.settings
     keywords = ["PIPELINING",
                 f"SIZE {cfg.message_size_limit}" if cfg.message_size_limit else "SIZE"]

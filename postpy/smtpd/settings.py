@@ -7,6 +7,9 @@ built.  It runs before the privilege drop, so the TLS key may be readable
 by root only.  Bad settings raise :class:`SettingsError`; the daemon then
 exits with a fatal log line, as Postfix's smtpd does.
 
+The restrictions (:class:`postpy.smtpd.restrictions.Restrictions`, with
+their DNS resolver and policy server connections) are built here too.
+
 The per-process client table (``smtpd_client_connection_count_limit``)
 lives here too, since every session of the process shares it, and so does
 SMTP AUTH (:class:`postpy.sasl.server.SaslServer`, built only when
@@ -30,6 +33,8 @@ from postpy.smtpd import tls
 from postpy.smtpd.mapped import MappedRecipients
 from postpy.smtpd.recipients import RecipientTables
 from postpy.smtpd.relay import NetworkList, RelayConfigError, RelayPolicy
+from postpy.smtpd.restriction_config import RestrictionConfig
+from postpy.smtpd.restrictions import Restrictions, unknown_names
 from postpy.util import maillog
 
 BARE_NEWLINE_POLICIES = ("normalize", "reject", "no")
@@ -75,8 +80,17 @@ class Settings:
     ipc_timeout: float = 3600.0
     ipc_max_frame: int = 1024 * 1024
     sasl: SaslServer | None = None      # SMTP AUTH, when smtpd_sasl_auth_enable = yes
+    restrictions: Restrictions | None = None   # None: the relay lists alone (tests)
     warnings: list[str] = field(default_factory=list)
     clients: Counter[str] = field(default_factory=Counter)   # addr -> open sessions
+
+    def rules(self) -> Restrictions:
+        """The restrictions; built from ``relay``'s lists when none were configured."""
+        if self.restrictions is None:
+            self.restrictions = Restrictions(RestrictionConfig(lists={
+                "sender": self.relay.sender_restrictions, "relay": self.relay.relay_restrictions,
+                "recipient": self.relay.recipient_restrictions}), self.relay)
+        return self.restrictions
 
     def refresh_tls(self) -> None:
         """Per new connection: take a renewed certificate into use."""
@@ -117,6 +131,10 @@ class Settings:
             mapped=MappedRecipients.from_config(cfg),
         )
         warnings.extend(relay.check_config())
+        restriction_cfg, problems = RestrictionConfig.from_config(cfg)
+        warnings.extend(problems)
+        warnings.extend(f"unknown smtpd restriction: \"{name}\" (answers 451 4.3.5)"
+                        for name in unknown_names(restriction_cfg))
         bare = cfg.get("smtpd_forbid_bare_newline").strip().lower()
         bare = {"yes": "reject"}.get(bare, bare)   # Postfix 3.8's boolean form
         if bare not in BARE_NEWLINE_POLICIES:
@@ -168,6 +186,7 @@ class Settings:
             tls_context=watcher.context if watcher is not None else None,
             tls_watcher=watcher,
             sasl=sasl,
+            restrictions=Restrictions(restriction_cfg, relay),
             tls_level=level,
             tls_wrappermode=cfg.get_bool("smtpd_tls_wrappermode"),
             rewrite_all="static:all" in rewrite or cfg.get_bool("always_add_missing_headers"),

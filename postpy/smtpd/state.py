@@ -12,16 +12,20 @@ from postpy.ipc.messages import Rcpt
 from postpy.smtpd.commands import MailParams
 from postpy.smtpd.data import CrlfDecoder
 from postpy.smtpd.handoff import Handoff
+from postpy.smtpd.peername import PeerName
 from postpy.smtpd.replies import Reply
+from postpy.smtpd.verdict import MessageActions
 
 
 @dataclass
 class Client:
-    name: str               # "localhost" for loopback, else "unknown" (no DNS here)
+    name: str               # the verified host name, or "unknown"
     addr: str
     port: str = ""
     server_addr: str = ""   # the address the client connected to
+    server_port: str = ""
     trusted: bool = False   # in mynetworks
+    peer: PeerName = field(default_factory=PeerName)   # names and lookup status
 
     @property
     def label(self) -> str:
@@ -48,3 +52,4 @@ class Transaction:
     recipients: list[Rcpt] = field(default_factory=list)
     rcpt_tried: int = 0
     bdat: BdatState | None = None
+    actions: MessageActions = field(default_factory=MessageActions)   # HOLD, FILTER, ...

@@ -13,6 +13,16 @@ problem found mid-way does not stop the reading: the rest of the content
 is read and dropped, so what follows the end marker is taken as commands
 exactly as the client meant it, and only then the error is sent.
 
+Restrictions: ``smtpd_data_restrictions`` run at DATA (and at the first
+BDAT), before the cleanup conversation opens; ``smtpd_end_of_data_restrictions``
+after the last byte, before cleanup is told to finish (a refusal aborts
+the message, DISCARD drops it and answers as if queued).  The message
+actions collected from the restrictions go with the envelope
+(:func:`build_envelope`): FILTER as ``content_filter``, REDIRECT as the only
+recipient (and no filter), BCC as an extra recipient with NOTIFY=NEVER,
+HOLD, DISCARD and PREPEND as the cleanup attributes ``hold``, ``discard``
+and ``prepend`` (:mod:`postpy.cleanup.disposition` carries them out).
+
 BDAT (RFC 3030): each ``BDAT n`` is followed by exactly n bytes, which are
 always read, even when the command is refused (the client does not wait
 for a reply before sending them).  After a failed chunk, the following
@@ -25,13 +35,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from postpy.cleanup import overrides
-from postpy.ipc.messages import CleanupEnvelope
+from postpy.ipc.messages import CleanupEnvelope, Rcpt
 from postpy.smtpd import events, replies, tls
 from postpy.smtpd.commands import CommandError, parse_bdat
 from postpy.smtpd.data import DotReader
 from postpy.smtpd.handoff import Handoff, HandoffError
 from postpy.smtpd.replies import Reply
+from postpy.smtpd.restrictions import encode_actions
 from postpy.smtpd.state import BdatState
+from postpy.smtpd.verdict import MessageActions
 from postpy.util import maillog
 
 if TYPE_CHECKING:
@@ -40,6 +52,16 @@ if TYPE_CHECKING:
 
 def build_envelope(s: Session) -> CleanupEnvelope:
     client, mail = s.client, s.txn.mail
+    actions = MessageActions()
+    actions.merge(s.actions)
+    actions.merge(s.txn.actions)
+    recipients = list(s.txn.recipients)
+    content_filter = actions.filter or s.settings.content_filter
+    if actions.redirect:
+        recipients, content_filter = [Rcpt(address=actions.redirect)], ""
+    for address in actions.bcc:
+        if all(r.address != address for r in recipients):
+            recipients.append(Rcpt(address=address, notify="NEVER"))
     attrs = {
         "origin": "smtpd", "client_name": client.name, "client_addr": client.addr,
         "client_port": client.port, "helo": s.helo, "protocol": s.protocol,
@@ -47,13 +69,14 @@ def build_envelope(s: Session) -> CleanupEnvelope:
         "envid": mail.envid, "ret": mail.ret, "body": mail.body,
         "smtputf8": "yes" if mail.smtputf8 else "",
         "sasl_method": s.sasl_method, "sasl_username": s.sasl_username,
-        "content_filter": s.settings.content_filter,
+        "content_filter": content_filter,
         "overrides": overrides.attribute(s.settings.overrides),
         # A mail client's submission gets Message-ID/Date added when missing.
         "rewrite": "yes" if s.settings.rewrite_all or s.sasl_username or (
             s.settings.rewrite_mynetworks and client.trusted) else "",
     }
-    return CleanupEnvelope(sender=s.txn.sender or "", recipients=list(s.txn.recipients),
+    attrs.update(encode_actions(actions))
+    return CleanupEnvelope(sender=s.txn.sender or "", recipients=recipients,
                            attrs={k: v for k, v in attrs.items() if v})
 
 
@@ -63,6 +86,32 @@ def _precheck(s: Session) -> Reply | None:
         return replies.NEED_RCPT
     if not s.txn.recipients:
         return replies.NO_VALID_RCPT if s.txn.rcpt_tried else replies.NEED_RCPT
+    return None
+
+
+async def _data_restrictions(s: Session) -> Reply | None:
+    result = await s.settings.rules().data(s.request("DATA"))
+    refused = s.restrict("DATA", result)
+    if refused is None:
+        s.txn.actions.merge(result.actions)
+    return refused
+
+
+async def _end_of_data(s: Session, handoff: Handoff, size: int) -> Reply | None:
+    """smtpd_end_of_data_restrictions; a refusal or a DISCARD aborts the handoff."""
+    result = await s.settings.rules().end_of_data(
+        s.request("END-OF-MESSAGE", size=size, queue_id=handoff.queue_id))
+    refused = s.restrict("END-OF-MESSAGE", result, queue_id=handoff.queue_id)
+    if refused is not None:
+        handoff.abort()
+        return refused
+    actions = result.actions
+    if actions.discard:
+        handoff.abort()
+        return replies.queued(handoff.queue_id)
+    if actions:
+        maillog.warning(f"{handoff.queue_id}: HOLD, FILTER, REDIRECT, BCC and PREPEND are not "
+                        "supported in smtpd_end_of_data_restrictions: ignored")
     return None
 
 
@@ -104,6 +153,9 @@ async def data_cmd(s: Session, arg: str) -> Reply:
     problem = _precheck(s)
     if problem is not None:
         return problem
+    refused = await _data_restrictions(s)
+    if refused is not None:
+        return refused
     opened = await _open(s)
     if isinstance(opened, Reply):
         return opened
@@ -138,7 +190,8 @@ async def data_cmd(s: Session, arg: str) -> Reply:
         s.log_reject("END-OF-MESSAGE", failure, queue_id=handoff.queue_id)
         s.reset()
         return failure
-    reply = await _finish(s, handoff)
+    refused = await _end_of_data(s, handoff, handoff.size)
+    reply = refused if refused is not None else await _finish(s, handoff)
     s.reset()
     return reply
 
@@ -152,6 +205,8 @@ async def bdat_cmd(s: Session, arg: str) -> Reply:
     refused: Reply | None = None
     if state is None:
         refused = _precheck(s)
+        if refused is None:
+            refused = await _data_restrictions(s)
         if refused is None:
             opened = await _open(s)
             if isinstance(opened, Reply):
@@ -196,7 +251,8 @@ async def bdat_cmd(s: Session, arg: str) -> Reply:
     if not last:
         return replies.chunk_ok(size)
     s.after = "END-OF-MESSAGE"
-    reply = await _finish(s, state.handoff)
+    refused = await _end_of_data(s, state.handoff, state.size)
+    reply = refused if refused is not None else await _finish(s, state.handoff)
     s.txn.bdat = None
     s.reset()
     return reply

@@ -13,7 +13,9 @@ from postpy.config.params import BY_NAME, PARAMS, READ_ONLY, Param
 TYPES = {"str", "int", "bool", "time", "list", "size"}
 
 # $names that local(8) supplies when it expands forward_path and the like.
-LOCAL_NAMES = {"home", "user", "extension", "recipient", "domain", "local", "shell", "mailbox"}
+LOCAL_NAMES = {"home", "user", "extension", "recipient", "domain", "local", "shell", "mailbox",
+               # ... and those smtpd supplies to default_rbl_reply and rbl_reply_maps
+               "rbl_code", "rbl_class", "rbl_what", "rbl_domain", "rbl_reason"}
 
 # Parameters DESIGN.md names as part of the configuration surface.
 DESIGN_NAMES = """
