@@ -51,6 +51,17 @@ def stop(proc: subprocess.Popen[bytes] | None) -> None:
     proc.wait(5)
 
 
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a single peer process, SIGKILL it after 5 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 def lmtp_greets(path: str) -> bool:
     """Does an LMTP server answer 220 on the unix socket ``path``?"""
     try:

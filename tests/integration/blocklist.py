@@ -25,6 +25,7 @@ from pathlib import Path
 
 import dns.exception
 import dns.resolver
+import peer_process
 from conftest import free_port, wait_for
 
 RBLDNSD = shutil.which("rbldnsd") or ("/usr/sbin/rbldnsd" if os.access("/usr/sbin/rbldnsd", os.X_OK)
@@ -89,12 +90,6 @@ class Blocklists:
         return lines
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        peer_process.terminate(self.proc)
         self.silent.close()
         shutil.rmtree(self.dir, ignore_errors=True)

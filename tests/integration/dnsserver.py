@@ -37,6 +37,7 @@ from pathlib import Path
 
 import dns.exception
 import dns.resolver
+import peer_process
 import pytest
 from conftest import IS_ROOT, free_port, wait_for
 
@@ -137,13 +138,7 @@ class DnsServer:
             return False
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        peer_process.terminate(self.proc)
         self.upstream.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 

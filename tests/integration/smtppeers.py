@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import peer_process
 from conftest import IS_ROOT, free_port, wait_for
 
 SMTP_SINK = shutil.which("smtp-sink") or next(
@@ -69,13 +70,7 @@ class SmtpSink:
         return [p.read_bytes() for p in sorted(self.dump_dir.glob("msg.*"))]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        peer_process.terminate(self.proc)
         shutil.rmtree(self.dump_dir, ignore_errors=True)
 
     def __enter__(self) -> SmtpSink:

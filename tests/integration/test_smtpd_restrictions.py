@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import peer_process
 import pytest
 from blocklist import RBLDNSD, Blocklists
 from conftest import MTA, ensure_system_users, free_port, wait_for
@@ -133,12 +134,7 @@ class Postgrey:
             return False
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        peer_process.terminate(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
