@@ -28,7 +28,7 @@ from postpy.queue import qfile
 
 # Attributes that steer cleanup itself and are not stored in the queue file.
 PROCESSING_ATTRS = frozenset({"rewrite", "extract", "log_prefix", "overrides",
-                              "hold", "discard", "prepend"})
+                              "hold", "discard", "prepend", "milter_edits"})
 LOCAL_ORIGINS = frozenset({"pickup", "local", "bounce"})
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

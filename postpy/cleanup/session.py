@@ -44,14 +44,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from postpy.cleanup import disposition
+from postpy.cleanup import disposition, milter_edits
 from postpy.cleanup.address_mapping import AddressMapping
 from postpy.cleanup.checks import CheckSettings, ContentChecks, ContentRefusal
 from postpy.cleanup.envelope import CheckedEnvelope, Refusal, check_envelope
 from postpy.cleanup.headers import HeaderSettings, process_headers
 from postpy.config.maincf import Config
 from postpy.ipc import codec
-from postpy.ipc.messages import CleanupEnvelope, CleanupHello, CleanupResult
+from postpy.ipc.messages import CleanupEdits, CleanupEnvelope, CleanupHello, CleanupResult
 from postpy.ipc.trigger import SCAN, send_trigger
 from postpy.mail.headers import Header, HeaderBlockReader, header_name
 from postpy.queue import qfile
@@ -115,6 +115,7 @@ class Session:
         self._last_byte = b""           # last content byte written (final LF check)
         self.returned = False           # refused, but queued to be returned to the sender
         self.checks: ContentChecks | None = None    # header/body checks of this message
+        self._checks_ended = False      # checks.end() written before milter edits
 
     # -- the conversation -------------------------------------------------
     def run(self) -> CleanupResult | None:
@@ -127,6 +128,8 @@ class Session:
             self.sender = msg.sender
             self._guard(self._check, msg)
             self._read_content()
+            if msg.attrs.get("milter_edits") == "yes":
+                self._milter_edits()
         except (EOFError, OSError) as exc:
             self._abort()
             maillog.info(f"{self.queue_id}: lost connection with {self.peer}: {exc}")
@@ -176,6 +179,37 @@ class Session:
                     self._guard(self._start, False)
             else:
                 self._guard(self._write_body, payload)
+
+    def _milter_edits(self) -> None:
+        """smtpd's milters changed the message (:mod:`postpy.cleanup.milter_edits`):
+        read the changes (and a new body) and rewrite the unfinished file."""
+        edits = codec.expect(codec.recv(self.sock, self.peer, self.settings.max_frame),
+                             CleanupEdits, self.peer)
+        if self.refusal is None and self.writer is None:
+            self.reader.close()
+            self._guard(self._start, True)
+        if self.refusal is None and self.checks is not None:
+            self._guard(self._write, self.checks.end())     # body_checks' last line, in the old body
+            self._checks_ended = True
+        if self.refusal is None:
+            self._guard(self._rewrite, edits)
+        if edits.replace_body:
+            while True:
+                kind, payload = codec.recv_frame(self.sock, self.peer, self.settings.max_frame)
+                if kind == codec.END:
+                    break
+                if kind != codec.DATA:
+                    raise codec.IpcError(f"expected a body from {self.peer}, got frame kind {kind.decode()}")
+                if self.refusal is None:
+                    self._guard(self._write, payload)
+
+    def _rewrite(self, edits: CleanupEdits) -> None:
+        assert self.writer is not None and self.env is not None
+        self.writer, self._last_byte = milter_edits.rewrite(
+            self.writer, edits, self.env, self.arrival, self.settings.headers.myorigin)
+        self.sender = self.env.sender
+        if not self.env.recipients:
+            self.env.attrs["discard"] = "milter deleted every recipient"
 
     def _complete(self) -> CleanupResult:
         """After E: finish the file durably, or report why not."""
@@ -265,7 +299,7 @@ class Session:
 
     def _finish(self) -> None:
         assert self.writer is not None
-        if self.checks is not None:
+        if self.checks is not None and not self._checks_ended:
             self._write(self.checks.end())
         if self._last_byte != b"\n":
             self._write(b"\n")               # every stored line ends with LF

@@ -12,6 +12,14 @@ cleanup (``private/cleanup``), client = smtpd, pickup, bounce, local
 4. cleanup -> client  :class:`CleanupResult`  sent only after the queue
    file and its directory entry are on disk (or the message was refused)
 
+With the envelope attribute ``milter_edits = yes`` (smtpd with
+``smtpd_milters``), step 3 is followed by the milters' end-of-message
+changes before cleanup finishes the file: client -> cleanup
+:class:`CleanupEdits`, then, when ``replace_body``, the new body as ``D``
+frames and one ``E`` frame.  cleanup applies them to the file it is
+writing (:mod:`postpy.cleanup.milter_edits`), so the file it reports
+durable is the filtered message.
+
 A client that closes the connection before ``E`` leaves nothing queued.
 
 delivery (``private/local``, ``private/smtp``, ...), client = qmgr
@@ -25,6 +33,11 @@ bounce (``private/bounce``), client = qmgr
 ------------------------------------------
 :class:`BounceRequest` -> :class:`BounceResult`.  bounce reads the queue
 file (reasons are in its ``L`` records) and submits the notice via cleanup.
+
+anvil (``private/anvil``), client = smtpd
+-----------------------------------------
+Persistent connection; repeat: smtpd sends :class:`AnvilRequest`, anvil
+answers :class:`AnvilReply`.  See :mod:`postpy.anvil.service`.
 """
 
 from __future__ import annotations
@@ -70,11 +83,12 @@ class Rcpt:
 #   hold, discard   smtpd's access restrictions said HOLD / DISCARD (the value
 #                is the reason, for the log); carried out by cleanup.disposition
 #   prepend      JSON list of header lines smtpd's restrictions PREPENDed
+#   milter_edits "yes": a CleanupEdits message follows the content (smtpd_milters)
 CLEANUP_ATTRS = frozenset({
     "origin", "client_name", "client_addr", "client_port", "helo", "protocol", "tls",
     "sasl_username", "sasl_method", "envid", "ret", "body", "smtputf8", "uid",
     "full_name", "rewrite", "extract", "log_prefix", "content_filter", "overrides",
-    "hold", "discard", "prepend",
+    "hold", "discard", "prepend", "milter_edits",
 })
 
 
@@ -93,6 +107,31 @@ class CleanupResult:
     queue_id: str
     reply: str = ""         # on failure: "X.Y.Z text" for the client's reply
     size: int = 0
+
+
+@message("header_edit")
+@dataclass
+class HeaderEdit:
+    """One milter header change.  ``op``: "add" (at the end), "insert" (before
+    the ``index``-th header the milter saw, 0 = the first) or "change" (the
+    ``index``-th ``name`` header, 1-based; an empty value deletes it).
+    ``value`` is everything after the colon, LF line ends."""
+
+    op: str
+    name: str
+    value: str = ""
+    index: int = 0
+
+
+@message("cleanup_edits")
+@dataclass
+class CleanupEdits:
+    headers: list[HeaderEdit] = field(default_factory=list)
+    sender: str | None = None           # CHGFROM: the new envelope sender
+    add_recipients: list[Rcpt] = field(default_factory=list)
+    delete_recipients: list[str] = field(default_factory=list)
+    replace_body: bool = False          # the new body follows as D frames + E
+    hold: str = ""                      # quarantine: the reason; the file goes to hold/
 
 
 # -- delivery -----------------------------------------------------------------
@@ -178,3 +217,34 @@ class ShowqRequest:
 class ShowqReply:
     status: str             # "ok" | "denied" | "error"
     text: str = ""          # why not, for postqueue's fatal message
+
+
+# -- anvil (client counts and rates, Postfix's anvil(8)) ---------------------------
+# ident is "service:client_addr".  Requests and the reply fields they fill:
+#   connect        count (open connections now), rate (connections this time unit)
+#   disconnect     -
+#   message, recipient, newtls, auth   rate: such events this time unit, this one included
+#   newtls_report  rate: new TLS sessions this time unit, without counting one
+#   lookup         count, rate, message, recipient, newtls, auth
+ANVIL_REQUESTS = frozenset({"connect", "disconnect", "message", "recipient", "newtls",
+                            "newtls_report", "auth", "lookup"})
+ANVIL_OK, ANVIL_FAIL = 0, 1
+
+
+@message("anvil_request")
+@dataclass
+class AnvilRequest:
+    request: str            # one of ANVIL_REQUESTS
+    ident: str
+
+
+@message("anvil_reply")
+@dataclass
+class AnvilReply:
+    status: int             # ANVIL_OK | ANVIL_FAIL (an unknown request)
+    count: int = 0
+    rate: int = 0
+    message: int = 0
+    recipient: int = 0
+    newtls: int = 0
+    auth: int = 0

@@ -41,6 +41,7 @@ BY_PROGRAM: dict[str, tuple[str, ...]] = {
     "local": TABLES,
     "bounce": (),
     "showq": (),
+    "anvil": (),
 }
 
 # Used when installed, harmless when not (a library tries it and goes on).

@@ -18,6 +18,8 @@ sender lists when delayed, relay and recipient lists) and the local
 recipient validation of :mod:`postpy.smtpd.relay`.  Policy rejects are
 logged as ``NOQUEUE: reject: RCPT from ...`` lines; what the restrictions
 ask of the message (HOLD, FILTER, ...) is kept with the transaction.
+Then MAIL and RCPT go to the milters (:mod:`postpy.smtpd.milters`), whose
+refusal is the command's reply.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import os
 from typing import TYPE_CHECKING
 
 from postpy.ipc.messages import Rcpt
-from postpy.smtpd import replies
+from postpy.smtpd import limits, milters, replies
 from postpy.smtpd.commands import CommandError, mail_params, parse_mail, parse_rcpt, rcpt_params
 from postpy.smtpd.replies import Reply
 from postpy.smtpd.state import Transaction
@@ -57,12 +59,20 @@ def enough_space(path: str, minfree: int, size_limit: int, size: int) -> bool:
     return not storage_refused(st.f_bavail * st.f_frsize, minfree, size_limit, size)
 
 
+def esmtp_args(params: dict[str, str | None]) -> list[str]:
+    """MAIL/RCPT parameters as the milter protocol carries them (``SIZE=123``)."""
+    return [k if v is None else f"{k}={v}" for k, v in params.items()]
+
+
 async def mail_cmd(s: Session, arg: str) -> Reply:
     if s.txn.sender is not None:
         return replies.NESTED_MAIL
     if s.settings.tls_level == "encrypt" and not s.channel.tls_active:
         s.log_reject("MAIL", replies.TLS_REQUIRED)
         return replies.TLS_REQUIRED
+    too_fast = await limits.message(s)      # smtpd_client_message_rate_limit (anvil)
+    if too_fast is not None:
+        return too_fast
     try:
         path = parse_mail(arg)
         params = mail_params(path.params, smtputf8_enable=s.settings.smtputf8_enable,
@@ -91,6 +101,10 @@ async def mail_cmd(s: Session, arg: str) -> Reply:
         return refused
     if result is not None:
         s.txn.actions.merge(result.actions)
+    refused = await milters.mail(s, path.address, esmtp_args(path.params))
+    if refused is not None:
+        s.txn = Transaction()
+        return refused
     return replies.MAIL_OK
 
 
@@ -100,6 +114,9 @@ async def rcpt_cmd(s: Session, arg: str) -> Reply:
         return replies.NEED_MAIL
     if txn.bdat is not None:
         return replies.R(503, "5.5.1 Error: RCPT not allowed during BDAT transfer")
+    too_fast = await limits.recipient(s)    # smtpd_client_recipient_rate_limit (anvil)
+    if too_fast is not None:
+        return too_fast
     txn.rcpt_tried += 1
     try:
         path = parse_rcpt(arg)
@@ -112,6 +129,9 @@ async def rcpt_cmd(s: Session, arg: str) -> Reply:
         return replies.TOO_MANY_RCPTS
     result = await s.settings.rules().rcpt(s.request("RCPT", path.written, path.address))
     refused = s.restrict("RCPT", result, recipient=path.written)
+    if refused is not None:
+        return refused
+    refused = await milters.rcpt(s, path.written, path.address, esmtp_args(path.params))
     if refused is not None:
         return refused
     txn.actions.merge(result.actions)

@@ -8,9 +8,10 @@ and follows :mod:`postpy.ipc.messages`:
 2. send :class:`CleanupEnvelope` (sender, recipients, client attributes);
 3. stream the content as ``D`` frames of at most :data:`FRAME_DATA` bytes
    while the client sends it (never the whole message in memory);
-4. send ``E`` and wait for :class:`CleanupResult`, which cleanup sends only
-   once the queue file and its directory entry are on disk.  Only then may
-   the client get its ``250``.
+4. send ``E`` (with ``smtpd_milters``: then the milters' changes,
+   :class:`CleanupEdits`, and a replacement body) and wait for
+   :class:`CleanupResult`, which cleanup sends only once the queue file and
+   its directory entry are on disk.  Only then may the client get its ``250``.
 
 :meth:`Handoff.abort` closes the connection without ``E``; cleanup then
 discards the partial file, which is how a client that disconnects before
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 
 from postpy.ipc import codec
-from postpy.ipc.messages import CleanupEnvelope, CleanupHello, CleanupResult
+from postpy.ipc.messages import CleanupEdits, CleanupEnvelope, CleanupHello, CleanupResult
 
 FRAME_DATA = 64 * 1024
 PEER = "cleanup"
@@ -45,6 +46,7 @@ class Handoff:
         self.max_frame = max_frame
         self.size = 0
         self.closed = False
+        self.edits_expected = False     # envelope attribute milter_edits = yes
         self._pending = bytearray()
 
     @classmethod
@@ -57,6 +59,7 @@ class Handoff:
         except (OSError, TimeoutError) as exc:
             raise HandoffError(f"connect to {path}: {exc}") from None
         handoff = cls(reader, writer, "", timeout, max_frame)
+        handoff.edits_expected = envelope.attrs.get("milter_edits") == "yes"
         try:
             async with asyncio.timeout(timeout):
                 hello = codec.expect(await codec.async_recv(reader, PEER, max_frame), CleanupHello, PEER)
@@ -90,11 +93,20 @@ class Handoff:
             del pending[:FRAME_DATA]
         await self._send(b"".join(frames))
 
-    async def finish(self) -> CleanupResult:
-        """End the content and wait until cleanup says the file is safe."""
+    async def finish(self, edits: CleanupEdits | None = None, body: bytes | None = None) -> CleanupResult:
+        """End the content (then send the milters' ``edits`` and new ``body``)
+        and wait until cleanup says the file is safe."""
         tail = codec.encode_data(bytes(self._pending)) if self._pending else b""
         self._pending.clear()
-        await self._send(tail + codec.encode_end())
+        out = [tail, codec.encode_end()]
+        if self.edits_expected:
+            edits = edits if edits is not None else CleanupEdits()
+            edits.replace_body = body is not None
+            out.append(codec.encode(edits))
+            if body is not None:
+                out += [codec.encode_data(body[i:i + FRAME_DATA]) for i in range(0, len(body), FRAME_DATA)]
+                out.append(codec.encode_end())
+        await self._send(b"".join(out))
         try:
             async with asyncio.timeout(self.timeout):
                 result = codec.expect(await codec.async_recv(self.reader, PEER, self.max_frame),

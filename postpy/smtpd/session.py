@@ -23,6 +23,9 @@ handler's :class:`Reply`.  State, per RFC 5321 section 4.1.4:
   not allow it (after HELO, EHLO, DATA, STARTTLS or AUTH, or from a client
   that did not say EHLO), for ``reject_unauth_pipelining``.
 
+Milters (``smtpd_milters``) hear of the connection, HELO/EHLO and the
+session's end through :mod:`postpy.smtpd.milters`.
+
 MAIL/RCPT live in :mod:`postpy.smtpd.envelope`, DATA/BDAT in
 :mod:`postpy.smtpd.transfer`, AUTH in :mod:`postpy.smtpd.auth`; the rest
 are here.
@@ -35,7 +38,7 @@ import re
 from collections.abc import Awaitable, Callable
 
 from postpy.mail.address import AddressError, parse_path
-from postpy.smtpd import auth, envelope, events, replies, tls, transfer
+from postpy.smtpd import auth, envelope, events, limits, milters, replies, tls, transfer
 from postpy.smtpd.channel import Channel, ClientGone, ClientTimeout
 from postpy.smtpd.commands import decode_line, parse_command
 from postpy.smtpd.dnsquery import Lookups
@@ -95,6 +98,7 @@ class Session:
         self.quit = False
         self.sasl_username = ""         # the AUTH login ("" until AUTH succeeds)
         self.sasl_method = ""
+        self.milters: milters.SessionMilters | None = None    # smtpd_milters (milters.connect)
         self.reject_bare_lf = (settings.bare_newline == "reject"
                                and not settings.bare_newline_exclusions.matches(client.addr))
 
@@ -152,6 +156,7 @@ class Session:
             else:
                 if result is not None:
                     self.actions.merge(result.actions)
+                await milters.connect(self, self.settings.milters)
                 self.channel.reply(replies.greeting(self.settings.banner))
             while not self.quit:
                 if SHUTDOWN.requested:
@@ -182,6 +187,7 @@ class Session:
             self.channel.reply(replies.internal_error(self.settings.hostname))
         finally:
             self.reset()
+            await milters.quit(self)
             await self.channel.close()
             events.disconnect(label, self.counts)
 
@@ -256,6 +262,7 @@ class Session:
             events.tls_failed(self.client.label, str(exc))
             raise
         events.tls_established(self.client.label, tls.describe(self.channel.tls_object()))
+        await limits.tls_done(self, bool(getattr(self.channel.tls_object(), "session_reused", False)))
 
     def request(self, state: str, recipient: str | None = None, address: str = "",
                 size: int = 0, queue_id: str = "") -> Request:
@@ -318,7 +325,10 @@ async def _helo_stage(s: Session, name: str, verb: str) -> Reply | None:
         return refused
     if result is not None:
         s.actions.merge(result.actions)
-    return None
+    refused = await milters.helo(s)
+    if refused is not None:
+        s.helo = previous
+    return refused
 
 
 async def helo_cmd(s: Session, arg: str) -> Reply:
@@ -408,6 +418,9 @@ async def starttls_cmd(s: Session, arg: str) -> Reply | None:
         return replies.TLS_ACTIVE
     if s.settings.tls_context is None:
         return replies.TLS_UNAVAILABLE if s.settings.tls_level == "encrypt" else replies.NOT_IMPLEMENTED
+    too_fast = await limits.new_tls(s)      # smtpd_client_new_tls_session_rate_limit (anvil)
+    if too_fast is not None:
+        return too_fast
     s.send(replies.READY_TLS)
     await s._handshake()
     # RFC 3207 section 4.2: forget everything learned before TLS.

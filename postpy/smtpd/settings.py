@@ -10,9 +10,10 @@ exits with a fatal log line, as Postfix's smtpd does.
 The restrictions (:class:`postpy.smtpd.restrictions.Restrictions`, with
 their DNS resolver and policy server connections) are built here too.
 
-The per-process client table (``smtpd_client_connection_count_limit``)
-lives here too, since every session of the process shares it, and so does
-SMTP AUTH (:class:`postpy.sasl.server.SaslServer`, built only when
+The client limits (:class:`postpy.smtpd.limits.ClientLimits`, with the
+process's anvil connection), the stress values of ``smtpd_timeout`` and
+``smtpd_hard_error_limit`` and the process's session count
+(:mod:`postpy.smtpd.stress`) live here too, and so does SMTP AUTH (:class:`postpy.sasl.server.SaslServer`, built only when
 ``smtpd_sasl_auth_enable = yes``: its password file is read here, before
 the privilege drop).
 """
@@ -20,7 +21,6 @@ the privilege drop).
 from __future__ import annotations
 
 import ssl
-from collections import Counter
 from dataclasses import dataclass, field
 
 from postpy.cleanup import overrides
@@ -29,8 +29,10 @@ from postpy.qmgr.resolve import own_addresses
 from postpy.sasl.backend import BackendConfigError
 from postpy.sasl.senderlogin import SenderLogin
 from postpy.sasl.server import SaslServer
-from postpy.smtpd import tls
+from postpy.smtpd import pregreet, stress, tls
+from postpy.smtpd.limits import ClientLimits
 from postpy.smtpd.mapped import MappedRecipients
+from postpy.smtpd.milters import MilterSetup
 from postpy.smtpd.recipients import RecipientTables
 from postpy.smtpd.relay import NetworkList, RelayConfigError, RelayPolicy
 from postpy.smtpd.restriction_config import RestrictionConfig
@@ -80,9 +82,16 @@ class Settings:
     ipc_timeout: float = 3600.0
     ipc_max_frame: int = 1024 * 1024
     sasl: SaslServer | None = None      # SMTP AUTH, when smtpd_sasl_auth_enable = yes
+    milters: MilterSetup | None = None  # smtpd_milters (postpy.smtpd.milters)
     restrictions: Restrictions | None = None   # None: the relay lists alone (tests)
     warnings: list[str] = field(default_factory=list)
-    clients: Counter[str] = field(default_factory=Counter)   # addr -> open sessions
+    service: str = "smtpd"              # master.cf service name (anvil idents, log lines)
+    limits: ClientLimits | None = None  # anvil's limits; None: none set
+    pregreet_delay: float = 0.0
+    pregreet_action: str = "ignore"
+    stress_timeout: float = 10.0        # smtpd_timeout with stress = yes
+    stress_hard_error_limit: int = 1
+    load: stress.Load = field(default_factory=stress.Load)
 
     def rules(self) -> Restrictions:
         """The restrictions; built from ``relay``'s lists when none were configured."""
@@ -162,6 +171,11 @@ class Settings:
                 warnings.append("smtpd_sasl_auth_enable = yes with smtpd_tls_auth_only = yes "
                                 "but no TLS certificate: AUTH will never be offered")
         rewrite = [w.lower() for w in cfg.get_list("local_header_rewrite_clients")]
+        exceptions = networks("smtpd_client_event_limit_exceptions")
+        pregreet_action = cfg.get("smtpd_pregreet_action").strip().lower()
+        if pregreet_action not in pregreet.ACTIONS:
+            raise SettingsError(f"smtpd_pregreet_action = {pregreet_action}: use ignore, log or enforce")
+        stressed = cfg.with_overrides({"stress": "yes"})
         return cls(
             hostname=cfg.get("myhostname"),
             banner=cfg.get("smtpd_banner"),
@@ -177,7 +191,13 @@ class Settings:
             soft_error_limit=cfg.get_int("smtpd_soft_error_limit"),
             error_sleep=cfg.get_time("smtpd_error_sleep_time"),
             connection_limit=cfg.get_int("smtpd_client_connection_count_limit"),
-            connection_limit_exceptions=networks("smtpd_client_event_limit_exceptions"),
+            connection_limit_exceptions=exceptions,
+            limits=ClientLimits.from_config(cfg, exceptions),
+            pregreet_delay=cfg.get_time("smtpd_pregreet_delay"),
+            pregreet_action=pregreet_action,
+            stress_timeout=stressed.get_time("smtpd_timeout"),
+            stress_hard_error_limit=stressed.get_int("smtpd_hard_error_limit"),
+            load=stress.Load(threshold=cfg.get_int("smtpd_busy_session_count")),
             bare_newline=bare,
             bare_newline_exclusions=networks("smtpd_forbid_bare_newline_exclusions"),
             forbidden_commands=frozenset(c.upper() for c in cfg.get_list("smtpd_forbidden_commands")),
@@ -186,6 +206,7 @@ class Settings:
             tls_context=watcher.context if watcher is not None else None,
             tls_watcher=watcher,
             sasl=sasl,
+            milters=MilterSetup.from_config(cfg),
             restrictions=Restrictions(restriction_cfg, relay),
             tls_level=level,
             tls_wrappermode=cfg.get_bool("smtpd_tls_wrappermode"),

@@ -23,6 +23,11 @@ recipient (and no filter), BCC as an extra recipient with NOTIFY=NEVER,
 HOLD, DISCARD and PREPEND as the cleanup attributes ``hold``, ``discard``
 and ``prepend`` (:mod:`postpy.cleanup.disposition` carries them out).
 
+Milters (``smtpd_milters``, :mod:`postpy.smtpd.milters`): DATA (or the
+first BDAT) is sent to them once the cleanup conversation is open, the
+content as it streams, end of message before cleanup is told to finish;
+their changes go to cleanup with the ``E`` frame (:meth:`Handoff.finish`).
+
 BDAT (RFC 3030): each ``BDAT n`` is followed by exactly n bytes, which are
 always read, even when the command is refused (the client does not wait
 for a reply before sending them).  After a failed chunk, the following
@@ -36,7 +41,7 @@ from typing import TYPE_CHECKING
 
 from postpy.cleanup import overrides
 from postpy.ipc.messages import CleanupEnvelope, Rcpt
-from postpy.smtpd import events, replies, tls
+from postpy.smtpd import events, milters, replies, tls
 from postpy.smtpd.commands import CommandError, parse_bdat
 from postpy.smtpd.data import DotReader
 from postpy.smtpd.handoff import Handoff, HandoffError
@@ -71,6 +76,7 @@ def build_envelope(s: Session) -> CleanupEnvelope:
         "sasl_method": s.sasl_method, "sasl_username": s.sasl_username,
         "content_filter": content_filter,
         "overrides": overrides.attribute(s.settings.overrides),
+        "milter_edits": "yes" if s.milters is not None else "",
         # A mail client's submission gets Message-ID/Date added when missing.
         "rewrite": "yes" if s.settings.rewrite_all or s.sasl_username or (
             s.settings.rewrite_mynetworks and client.trusted) else "",
@@ -128,8 +134,15 @@ async def _open(s: Session) -> Handoff | Reply:
 
 
 async def _finish(s: Session, handoff: Handoff) -> Reply:
+    verdict = await milters.end_of_message(s, handoff)
+    if isinstance(verdict, Reply):
+        return verdict
     try:
-        result = await handoff.finish()
+        if verdict is None:
+            result = await handoff.finish()
+        else:
+            body = bytes(verdict.body) if verdict.body is not None else None
+            result = await handoff.finish(verdict.message(), body)
     except HandoffError as exc:
         maillog.warning(str(exc))
         return replies.WRITE_ERROR
@@ -160,6 +173,9 @@ async def data_cmd(s: Session, arg: str) -> Reply:
     if isinstance(opened, Reply):
         return opened
     handoff = opened
+    refused = await milters.data(s, handoff)
+    if refused is not None:
+        return refused
     s.send(replies.START_DATA)
     reader = DotReader(s.settings.line_length_limit)
     failure: Reply | None = None
@@ -177,6 +193,7 @@ async def data_cmd(s: Session, arg: str) -> Reply:
             except HandoffError as exc:
                 maillog.warning(str(exc))
                 failure = replies.WRITE_ERROR
+            await milters.content(s, content)
     except BaseException:
         handoff.abort()
         s.after = f"DATA ({reader.received} bytes)"
@@ -212,7 +229,9 @@ async def bdat_cmd(s: Session, arg: str) -> Reply:
             if isinstance(opened, Reply):
                 refused = opened
             else:
-                state = s.txn.bdat = BdatState(opened)
+                refused = await milters.data(s, opened)
+                if refused is None:
+                    state = s.txn.bdat = BdatState(opened)
     elif state.failure is not None:
         refused = state.failure
     s.after = "BDAT"
@@ -230,6 +249,7 @@ async def bdat_cmd(s: Session, arg: str) -> Reply:
         except HandoffError as exc:
             maillog.warning(str(exc))
             state.failure = replies.WRITE_ERROR
+        await milters.content(s, content)
     if refused is None and state is not None and state.failure is None and last:
         tail = state.decoder.finish()
         state.size += len(tail)
@@ -239,6 +259,7 @@ async def bdat_cmd(s: Session, arg: str) -> Reply:
             except HandoffError as exc:
                 maillog.warning(str(exc))
                 state.failure = replies.WRITE_ERROR
+            await milters.content(s, tail)
     if refused is None and state is not None and state.failure is not None:
         refused = state.failure
         if last:
