@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from postpy.sasl.backend import ClientInfo
 from postpy.sasl.server import NOT_ENABLED, SessionFacts
-from postpy.smtpd import replies
+from postpy.smtpd import limits, replies
 from postpy.smtpd.commands import decode_line
 from postpy.smtpd.replies import Reply
 
@@ -61,6 +61,9 @@ async def auth_cmd(s: Session, arg: str) -> Reply:
         return Reply.of(NOT_ENABLED.code, NOT_ENABLED.text)
     if s.settings.tls_level == "encrypt" and not s.channel.tls_active:
         return replies.TLS_REQUIRED
+    too_fast = await limits.auth(s)         # smtpd_client_auth_rate_limit (anvil)
+    if too_fast is not None:
+        return too_fast
     outcome = await sasl.auth(arg, facts(s), ChannelExchange(s))
     if outcome.ok:
         s.sasl_username, s.sasl_method = outcome.username, outcome.method

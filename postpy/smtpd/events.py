@@ -89,6 +89,17 @@ def too_many_connections(client: str, count: int, service: str) -> None:
                     f"for service {service}")
 
 
+def limit_exceeded(what: str, count: int, client: str, service: str) -> None:
+    """``warning: Connection rate limit exceeded: 3 from NAME[ADDR] for service SERVICE``;
+    ``what`` is "Connection rate", "Message delivery request rate", ... (smtpd.limits)."""
+    maillog.warning(f"{what} limit exceeded: {count} from {client} for service {service}")
+
+
+def pregreet(count: int, seconds: float, addr: str, port: str, text: str) -> None:
+    """postscreen's ``PREGREET 11 after 0.05 from [ADDR]:PORT: EHLO x\\r\\n``."""
+    maillog.info(f"PREGREET {count} after {seconds:.2f} from [{addr}]:{port}: {text}")
+
+
 def disconnect(client: str, counts: dict[str, list[int]]) -> None:
     """``counts`` maps a command name to [succeeded, total]."""
     parts = []

@@ -138,6 +138,25 @@ def too_many_connections(hostname: str, addr: str) -> Reply:
     return R(421, f"4.7.0 {hostname} Error: too many connections from {addr}")
 
 
+def too_much_mail(addr: str) -> Reply:
+    return R(450, f"4.7.1 Error: too much mail from {addr}")
+
+
+def too_many_recipients_from(addr: str) -> Reply:
+    return R(450, f"4.7.1 Error: too many recipients from {addr}")
+
+
+def too_many_auth(addr: str) -> Reply:
+    return R(450, f"4.7.1 Error: too many AUTH commands from {addr}")
+
+
+def too_many_new_tls(client: str) -> Reply:
+    return R(454, f"4.7.0 Error: too many new TLS sessions from {client}")
+
+
+PREGREET_REFUSED = R(554, "5.5.1 Error: protocol error: talking before the greeting")
+
+
 def forbidden_command(hostname: str) -> Reply:
     return R(421, f"4.7.0 {hostname} Error: I can break rules, too. Goodbye.")
 

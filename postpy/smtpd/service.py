@@ -41,7 +41,7 @@ import os
 
 from postpy.sasl import ratelimit
 from postpy.server import skeleton
-from postpy.smtpd import events, peername, replies
+from postpy.smtpd import limits, peername, pregreet, stress
 from postpy.smtpd.channel import Channel
 from postpy.smtpd.dnsquery import Lookups
 from postpy.smtpd.relay import parse_ip
@@ -87,28 +87,36 @@ async def name_client(client: Client, settings: Settings, dns: Lookups) -> None:
 
 async def serve_client(settings: Settings, reader: asyncio.StreamReader,
                        writer: asyncio.StreamWriter, service: str = "smtpd") -> None:
-    """One SMTP session on an accepted connection."""
+    """One SMTP session on an accepted connection: anvil's limits
+    (:mod:`~postpy.smtpd.limits`), the pre-greeting test
+    (:mod:`~postpy.smtpd.pregreet`), the stress limits
+    (:mod:`~postpy.smtpd.stress`), then the session."""
+    if settings.tls_wrappermode:
+        # The client's TLS hello must stay in the socket until the handshake
+        # (bytes the stream reader took meanwhile would be lost to it).
+        transport = writer.transport
+        if isinstance(transport, asyncio.ReadTransport):
+            transport.pause_reading()
     settings.refresh_tls()
     client = client_from(writer, settings)
     rules = settings.rules().cfg
     dns = Lookups(rules.resolver, rules.dns_timeout)
-    await name_client(client, settings, dns)
-    channel = Channel(reader, writer, settings.timeout)
-    session = Session(settings, channel, client, dns)
-    clients = settings.clients
-    clients[client.addr] += 1
+    load = settings.load
+    session_settings = stress.session_settings(settings, load.begin())
+    registered = False
     try:
-        refuse = None
-        count = clients[client.addr]
-        limit = settings.connection_limit
-        if limit and count > limit and not settings.connection_limit_exceptions.matches(client.addr):
-            events.too_many_connections(client.label, count, service)
-            refuse = replies.too_many_connections(settings.hostname, client.addr)
+        await name_client(client, settings, dns)
+        channel = Channel(reader, writer, session_settings.timeout)
+        session = Session(session_settings, channel, client, dns)
+        registered, refuse = await limits.connect(settings.limits, client, service, settings.hostname)
+        if refuse is None and settings.pregreet_delay > 0 and not settings.tls_wrappermode:
+            refuse = await pregreet.test(channel, client, settings.pregreet_delay,
+                                         settings.pregreet_action)
         await session.run(refuse)
     finally:
-        clients[client.addr] -= 1
-        if clients[client.addr] <= 0:
-            del clients[client.addr]
+        load.end()
+        if registered:
+            await limits.disconnect(settings.limits, client, service)
 
 
 def load_settings(ctx: skeleton.ServerContext) -> None:
@@ -121,6 +129,7 @@ def load_settings(ctx: skeleton.ServerContext) -> None:
         maillog.warning(text)
     if settings.sasl is not None:
         settings.sasl.limiter.store = failure_store(ctx)
+    settings.service = ctx.service
     ctx.extra[SETTINGS_KEY] = settings
 
 
@@ -149,4 +158,5 @@ def main() -> None:
     ctx.on_terminate.append(SHUTDOWN.request)
     # A stop lets a message on its way to cleanup get its 250 (no duplicate
     # from a client that retries); idle sessions are closed at once.
-    skeleton.run_async_server(ctx, handle, drain_on_stop=True)
+    settings: Settings = ctx.extra[SETTINGS_KEY]
+    skeleton.run_async_server(ctx, handle, drain_on_stop=True, busy_at=settings.load.threshold)

@@ -27,6 +27,7 @@ from postpy.queue import qfile
 MASTER_CF = """\
 127.0.0.1:{port} inet  n       -       n       -       -       smtpd
 cleanup           unix  -       -       n       -       0       cleanup
+anvil             unix  -       -       n       -       1       anvil
 """
 
 PARAMS = {

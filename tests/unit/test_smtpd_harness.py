@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from postpy.anvil import service as anvil_service
+from postpy.anvil.table import Table
 from postpy.config.maincf import Config
 from postpy.ipc import codec
 from postpy.ipc.messages import CleanupEnvelope, CleanupHello, CleanupResult
@@ -105,6 +107,10 @@ class SmtpdHarness:
         self.settings.cleanup_path = str(tmp / "private" / "cleanup")
         self.settings.queue_path = str(tmp)
         self.cleanup = FakeCleanup(self.settings.cleanup_path)
+        self.anvil_path = str(tmp / "private" / "anvil")     # a real anvil, in this loop
+        self.anvil = Table(unit=self.cfg.get_time("anvil_rate_time_unit"))
+        if self.settings.limits is not None:
+            self.settings.limits.anvil.path = self.anvil_path
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._thread: threading.Thread | None = None
@@ -124,8 +130,10 @@ class SmtpdHarness:
 
         async def boot() -> None:
             unix = await asyncio.start_unix_server(self.cleanup.serve, self.cleanup.path)
+            anvil = await asyncio.start_unix_server(
+                lambda r, w: anvil_service.serve(self.anvil, r, w), self.anvil_path)
             tcp = await asyncio.start_server(session, "127.0.0.1", 0, limit=1 << 20)
-            self._servers = [unix, tcp]
+            self._servers = [unix, anvil, tcp]
             self.port = tcp.sockets[0].getsockname()[1]
             ready.set()
 
